@@ -1,0 +1,46 @@
+import os
+
+import pytest
+import torch
+
+# Nothing in the tests may touch the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def constant_flow_fn(dx: float = 0.0, dy: float = 0.0):
+    """A FlowFn returning the same flow (dx, dy) at every pixel."""
+
+    def flow_fn(image1, image2):
+        n, _, h, w = image1.shape
+        flow = torch.empty(n, 2, h, w)
+        flow[:, 0], flow[:, 1] = dx, dy
+        return flow
+
+    return flow_fn
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    from videopure_core.tiny import tiny_embedding, tiny_unet, tiny_vae
+
+    return tiny_unet(0), tiny_vae(1), tiny_embedding(2)
+
+
+@pytest.fixture
+def tiny_purifier(tiny_models):
+    from videopure_core import MODELSCOPE_SCHEDULER_CONFIG, Purifier, PurifyConfig
+
+    unet, vae, emb = tiny_models
+
+    def make(config=None, flow=constant_flow_fn(1.0, 0.0)):
+        return Purifier(unet, vae, MODELSCOPE_SCHEDULER_CONFIG, emb, flow, config or PurifyConfig())
+
+    return make
+
+
+@pytest.fixture
+def video():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(6, 32, 32, 3, generator=g)

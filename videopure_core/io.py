@@ -1,0 +1,98 @@
+"""Reading and writing videos as folders of frame PNGs (UCF-101 extraction style), and fitting them to size.
+
+Frames are named by their integer index (`0.png`, `1.png`, ... or zero-padded); they are sorted numerically.
+Videos are (F, H, W, 3) float32 in [0,1]. PNGs go through Pillow (a dependency of torchvision; torchvision's own
+image codecs are deprecated since 0.29).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from .video import VideoInputError
+
+_INDEX = re.compile(r"(\d+)")
+BUNDLED_CLIPS = Path(__file__).parent / "data" / "ucf101"
+
+
+def frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The PNG frames of a clip folder in numeric order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No clip folder at {folder.resolve()}.")
+    files = [p for p in folder.iterdir() if p.suffix.lower() == ".png"]
+    if not files:
+        raise VideoInputError(f"{folder.resolve()} holds no .png frames (expected 0.png, 1.png, ...).")
+
+    def index(p: Path) -> tuple[int, str]:
+        m = _INDEX.findall(p.stem)
+        return (int(m[-1]) if m else -1, p.name)
+
+    return sorted(files, key=index)
+
+
+def read_frames(folder: str | os.PathLike, max_frames: int | None = None) -> Tensor:
+    """A folder of frame PNGs -> (F, H, W, 3) float32 in [0,1]."""
+    files = frame_files(folder)[:max_frames]
+    frames = []
+    for p in files:
+        with Image.open(p) as im:
+            frames.append(np.asarray(im.convert("RGB")))
+    sizes = {f.shape for f in frames}
+    if len(sizes) != 1:
+        raise VideoInputError(f"Frames in {Path(folder).resolve()} differ in size: {sorted(sizes)}.")
+    return torch.from_numpy(np.stack(frames)).float() / 255.0
+
+
+def save_png(image: Tensor, path: str | os.PathLike) -> Path:
+    """(H, W, 3) in [0,1] -> a PNG file, written under a temporary name and renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    Image.fromarray(pixels).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def write_frames(video: Tensor, folder: str | os.PathLike) -> Path:
+    """(F, H, W, 3) in [0,1] -> folder/0.png ... (F-1).png, written to a temporary folder and renamed into place."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    for i, frame in enumerate(video):
+        save_png(frame, tmp / f"{i}.png")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def fit_video(video: Tensor, size: int | tuple[int, int] | None = None, multiple: int = 8) -> Tensor:
+    """Resize (F, H, W, 3) so both sides are divisible by `multiple` (to `size` if given), antialiased bilinear."""
+    f, h, w, _ = video.shape
+    if size is None:
+        size = (max(multiple, h // multiple * multiple), max(multiple, w // multiple * multiple))
+    elif isinstance(size, int):
+        size = (size, size)
+    if tuple(size) == (h, w):
+        return video
+    x = video.permute(0, 3, 1, 2)
+    x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+
+
+def bundled_clip(name: str = "17", frames: int | None = None, size: int | None = None) -> Tensor:
+    """One of the real UCF-101 clips shipped with the package (see data/ucf101/README.md): (F, H, W, 3)."""
+    video = read_frames(BUNDLED_CLIPS / name, frames)
+    return fit_video(video, size) if size else video

@@ -1,0 +1,82 @@
+"""Checking videos at the edges and converting between the two layouts.
+
+Edges (users, ComfyUI IMAGE batches): frames in [0,1], `(B, F, H, W, 3)` or `(F, H, W, 3)`.
+Inside the library: `(B, 3, F, H, W)` in [0,1]; latents `(B, 4, F, H/8, W/8)`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class VideoInputError(ValueError):
+    """A video the purifier cannot take; the message names the problem and the fix."""
+
+
+def check_video(video: Tensor, *, min_frames: int = 2, multiple: int = 8, name: str = "video") -> Tensor:
+    """Validate an edge-layout video and return it as `(B, F, H, W, 3)` float32.
+
+    Accepts `(F, H, W, 3)` (one video, as a ComfyUI IMAGE batch) or `(B, F, H, W, 3)`, values in [0,1].
+    """
+    if not isinstance(video, Tensor):
+        raise VideoInputError(f"{name} must be a torch.Tensor, got {type(video).__name__}.")
+    if video.dim() == 4:
+        video = video.unsqueeze(0)
+    if video.dim() != 5:
+        raise VideoInputError(
+            f"{name} has shape {tuple(video.shape)}; expected (F, H, W, 3) for one video or (B, F, H, W, 3) for a "
+            f"batch, frames in [0,1]."
+        )
+    b, f, h, w, c = video.shape
+    if c != 3:
+        hint = " It looks channels-first: permute it to (..., H, W, 3)." if video.shape[2] == 3 else ""
+        raise VideoInputError(f"{name} has {c} channels in its last dimension (shape {tuple(video.shape)}); "
+                              f"expected 3 (RGB).{hint}")
+    if b < 1:
+        raise VideoInputError(f"{name} is an empty batch (shape {tuple(video.shape)}).")
+    if f < min_frames:
+        raise VideoInputError(
+            f"{name} has {f} frame(s); VideoPure needs at least {min_frames} (optical flow pairs consecutive "
+            f"frames). Pass more frames."
+        )
+    if h % multiple or w % multiple:
+        fix_h, fix_w = h // multiple * multiple, w // multiple * multiple
+        raise VideoInputError(
+            f"{name} frames are {h}x{w} (HxW); height and width must be divisible by {multiple} (the VAE "
+            f"downsamples 8x). Resize or crop to e.g. {max(fix_h, multiple)}x{max(fix_w, multiple)}."
+        )
+    if not video.is_floating_point():
+        raise VideoInputError(f"{name} has dtype {video.dtype}; expected floats in [0,1] (divide uint8 by 255).")
+    video = video.float()
+    if not torch.isfinite(video).all():
+        raise VideoInputError(f"{name} contains NaN or Inf values; clean the input first.")
+    lo, hi = float(video.min()), float(video.max())
+    if lo < 0.0 or hi > 1.0:
+        raise VideoInputError(
+            f"{name} values span [{lo:.4g}, {hi:.4g}]; expected [0,1]. Divide 0-255 data by 255, or map [-1,1] "
+            f"data with x*0.5+0.5."
+        )
+    return video
+
+
+def to_channels_first(video: Tensor) -> Tensor:
+    """(B, F, H, W, 3) -> (B, 3, F, H, W)."""
+    return video.permute(0, 4, 1, 2, 3).contiguous()
+
+
+def to_channels_last(video: Tensor) -> Tensor:
+    """(B, 3, F, H, W) -> (B, F, H, W, 3); also works with leading candidate dims: (..., 3, F, H, W)."""
+    return video.movedim(-4, -1).contiguous()
+
+
+def frames_of(video: Tensor) -> Tensor:
+    """(B, C, F, H, W) -> (B*F, C, H, W), frames of each video kept together."""
+    b, c, f, h, w = video.shape
+    return video.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+
+
+def video_of(frames: Tensor, batch: int) -> Tensor:
+    """(B*F, C, H, W) -> (B, C, F, H, W), the inverse of `frames_of`."""
+    n, c, h, w = frames.shape
+    return frames.reshape(batch, n // batch, c, h, w).permute(0, 2, 1, 3, 4)
