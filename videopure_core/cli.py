@@ -9,6 +9,7 @@ import sys
 # subcommand -> module providing HELP, add_arguments(parser) and run(args) -> int
 COMMANDS = {
     "demo": "videopure_core.demo",
+    "train-world": "videopure_core.world.train",
 }
 
 

@@ -1,0 +1,68 @@
+"""Projected gradient descent (Madry et al., 2018; paper Eqs. 1-2), L_inf or L2, on any gradient function."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor
+
+from ..ddim import Callback
+from .base import GradFn
+
+
+def _per_video_norm(x: Tensor) -> Tensor:
+    return x.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+
+
+def project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
+    """Back into the eps-ball around x (per video) and into [0,1]."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        delta = delta * (eps / _per_video_norm(delta)).clamp(max=1.0)
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def pgd(
+    grad_fn: GradFn,
+    x: Tensor,
+    y: Tensor,
+    eps: float = 4 / 255,
+    step: float = 2 / 255,
+    steps: int = 10,
+    norm: Literal["linf", "l2"] = "linf",
+    random_start: bool = True,
+    generator: Optional[torch.Generator] = None,
+    callback: Callback = None,
+) -> tuple[Tensor, Tensor]:
+    """Maximise grad_fn's loss within the eps-ball: x (B, 3, F, H, W) in [0,1], labels y (B,).
+
+    Each iteration: x <- Proj(x + step * sign(grad)) for L_inf, or x + step * grad / ||grad||_2 for L2. Uniform
+    (L_inf) or Gaussian-direction (L2) random start inside the ball when `random_start`.
+    Returns (x_adv, losses (steps, B)): the attacker's loss at the start of every iteration.
+    """
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}.")
+    x = x.detach()
+    x_adv = x.clone()
+    if random_start:
+        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device) * 2 - 1
+        if norm == "l2":
+            noise = noise * eps / _per_video_norm(noise) * torch.rand(x.shape[0], generator=generator).view(-1, *[1] * (x.dim() - 1)).to(x)
+        else:
+            noise = noise * eps
+        x_adv = project(x + noise, x, eps, norm)
+    losses = []
+    for i in range(steps):
+        loss, grad = grad_fn(x_adv, y)
+        losses.append(loss)
+        if norm == "linf":
+            x_adv = x_adv + step * grad.sign()
+        else:
+            x_adv = x_adv + step * grad / _per_video_norm(grad)
+        x_adv = project(x_adv, x, eps, norm)
+        if callback is not None:
+            callback("attack", i + 1, steps)
+    return x_adv.detach(), torch.stack(losses)
