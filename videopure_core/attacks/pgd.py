@@ -25,6 +25,18 @@ def project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     return (x + delta).clamp(0.0, 1.0)
 
 
+def random_start_point(x: Tensor, eps: float, norm: str = "linf", generator: Optional[torch.Generator] = None) -> Tensor:
+    """A random point of the eps-ball around x (uniform per element for L_inf, random direction and radius for L2),
+    in [0,1]; noise drawn on the CPU from `generator`."""
+    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device) * 2 - 1
+    if norm == "l2":
+        radius = torch.rand(x.shape[0], generator=generator).view(-1, *[1] * (x.dim() - 1)).to(x)
+        noise = noise * eps / _per_video_norm(noise) * radius
+    else:
+        noise = noise * eps
+    return project(x + noise, x, eps, norm)
+
+
 def pgd(
     grad_fn: GradFn,
     x: Tensor,
@@ -36,24 +48,24 @@ def pgd(
     random_start: bool = True,
     generator: Optional[torch.Generator] = None,
     callback: Callback = None,
+    init: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
     """Maximise grad_fn's loss within the eps-ball: x (B, 3, F, H, W) in [0,1], labels y (B,).
 
     Each iteration: x <- Proj(x + step * sign(grad)) for L_inf, or x + step * grad / ||grad||_2 for L2. Uniform
-    (L_inf) or Gaussian-direction (L2) random start inside the ball when `random_start`.
+    (L_inf) or random-direction, random-radius (L2) start inside the ball when `random_start` (`random_start_point`).
+    `init` (same shape as x) replaces the random start with a given starting point, projected into the ball (the
+    evaluation draws per-clip starts so that results do not depend on how clips are batched).
     Returns (x_adv, losses (steps, B)): the attacker's loss at the start of every iteration.
     """
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}.")
     x = x.detach()
     x_adv = x.clone()
-    if random_start:
-        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device) * 2 - 1
-        if norm == "l2":
-            noise = noise * eps / _per_video_norm(noise) * torch.rand(x.shape[0], generator=generator).view(-1, *[1] * (x.dim() - 1)).to(x)
-        else:
-            noise = noise * eps
-        x_adv = project(x + noise, x, eps, norm)
+    if init is not None:
+        x_adv = project(init.detach().to(x), x, eps, norm)
+    elif random_start:
+        x_adv = random_start_point(x, eps, norm, generator)
     losses = []
     for i in range(steps):
         loss, grad = grad_fn(x_adv, y)

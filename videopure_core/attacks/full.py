@@ -1,0 +1,105 @@
+"""The full-gradient adaptive attack: exact gradients through the whole purifier (DiffAttack-style, Kang et al., 2023).
+
+The core stages run the UNet without gradient (`unet_eps_fn`); here the same UNet becomes a differentiable EpsFn
+with one `torch.utils.checkpoint` segment per UNet call, so backpropagating through encode, (temporal) DDIM
+inversion, every guided denoising step (`guided_denoise(..., create_graph=True)` keeps the guidance gradient in
+the graph), decode and the classifier stores only the latents between calls and recomputes each UNet's
+activations during the backward pass: memory grows with the number of steps times one latent, not times the
+UNet's activations. The VAE is checkpointed per chunk of frames likewise.
+
+Optical flow: by default (`flow_grad=False`) the flow of the input is held fixed during differentiation (computed
+on the input, detached), as if the attacker treated RAFT as a constant; `flow_grad=True` also differentiates RAFT
+on the input (`differentiable_flow_fn`), which makes the flow itself an attack surface and costs a backward pass
+through RAFT's refinement iterations.
+
+    grad_fn = full_gradient_grad_fn(classifier, VideoPureDefence(purifier))
+    x_adv, losses = pgd(grad_fn, x, y)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..ddim import EpsFn
+from ..flow import FlowFn, RaftFlow
+from ..vae import decode_latents, encode_video
+from .base import GradFn
+
+
+def differentiable_eps_fn(unet: nn.Module, embedding: Tensor, use_checkpoint: bool = True) -> EpsFn:
+    """Like `unet_eps_fn`, but differentiable in z, one checkpoint segment per call (memory bounded per step)."""
+    param = next(unet.parameters())
+    dtype, device = param.dtype, param.device
+
+    def run(z: Tensor, t: int) -> Tensor:
+        cond = embedding.to(device=device, dtype=dtype).expand(z.shape[0], -1, -1)
+        return unet(z.to(device=device, dtype=dtype), t, encoder_hidden_states=cond).sample.to(z.dtype)
+
+    def eps_fn(z: Tensor, t: int) -> Tensor:
+        with torch.inference_mode(False), torch.enable_grad():
+            if use_checkpoint and z.requires_grad:
+                return checkpoint(run, z, t, use_reentrant=False)
+            return run(z, t)
+
+    return eps_fn
+
+
+class _WithGrad(nn.Module):
+    """Runs the wrapped module with autograd on, even inside the `torch.no_grad()` of RaftFlow.__call__."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        with torch.enable_grad():
+            return self.model(*args, **kwargs)
+
+
+def differentiable_flow_fn(flow_fn: FlowFn) -> FlowFn:
+    """A FlowFn whose output is differentiable in the images: RaftFlow with autograd on (same iterations, range
+    and resizing); any other FlowFn is returned as it is (it is differentiable if it is written in torch)."""
+    if isinstance(flow_fn, RaftFlow):
+        return RaftFlow(_WithGrad(flow_fn.model), flow_fn.iters, flow_fn.input_range, flow_fn.min_size)
+    return flow_fn
+
+
+def checkpointed_encode(vae: nn.Module, video: Tensor, chunk: int = 16, use_checkpoint: bool = True) -> Tensor:
+    """`encode_video` in checkpointed chunks of frames: (B, 3, F, H, W) -> (B, 4, F, H/8, W/8)."""
+    parts = []
+    for frames in video.split(chunk, dim=2):
+        if use_checkpoint and frames.requires_grad:
+            parts.append(checkpoint(encode_video, vae, frames, chunk, use_reentrant=False))
+        else:
+            parts.append(encode_video(vae, frames, chunk))
+    return torch.cat(parts, dim=2)
+
+
+def checkpointed_decode(vae: nn.Module, latents: Tensor, chunk: int = 16, use_checkpoint: bool = True) -> Tensor:
+    """`decode_latents` in checkpointed chunks of frames: (N, 4, F, h, w) -> (N, 3, F, 8h, 8w)."""
+    parts = []
+    for lat in latents.split(chunk, dim=2):
+        if use_checkpoint and lat.requires_grad:
+            parts.append(checkpoint(decode_latents, vae, lat, chunk, use_reentrant=False))
+        else:
+            parts.append(decode_latents(vae, lat, chunk))
+    return torch.cat(parts, dim=2)
+
+
+def full_gradient_grad_fn(classifier: nn.Module, defence, generator: Optional[torch.Generator] = None) -> GradFn:
+    """Exact gradient through a differentiable defence (`defence.candidates(..., grad=True)`) and the classifier.
+
+    The attacker's loss is the cross-entropy averaged over the K candidates (the vote itself has no gradient).
+    """
+    if not defence.differentiable:
+        raise ValueError(
+            f"The {defence.name} defence is not differentiable, so there is no full gradient; attack it with "
+            f"BPDA or its surrogate (defence_grad_fn)."
+        )
+    from .adaptive import exact_grad_fn
+
+    return exact_grad_fn(classifier, defence, generator)
