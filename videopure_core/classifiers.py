@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import video as tv_video
 
+from .ddim import Callback
+
 
 class ClassifierOutputError(ValueError):
     """A classifier returned something other than logits of shape (B, C)."""
@@ -71,16 +73,22 @@ def check_logits(logits: Tensor, batch: int) -> Tensor:
     return logits
 
 
-def classify(classifier: nn.Module, videos: Tensor, batch_size: int = 8) -> Tensor:
-    """videos (N, 3, F, H, W) in [0,1] -> logits (N, C) float32, `batch_size` videos per call, no gradient."""
+def classify(classifier: nn.Module, videos: Tensor, batch_size: int = 8, callback: Callback = None) -> Tensor:
+    """videos (N, 3, F, H, W) in [0,1] -> logits (N, C) float32, `batch_size` videos per call, no gradient.
+
+    `callback("classify", batches done, batches)` follows every call.
+    """
     try:
         param = next(classifier.parameters())
         device, dtype = param.device, param.dtype
     except StopIteration:
         device, dtype = videos.device, torch.float32
     outs = []
+    parts = videos.split(batch_size)
     with torch.no_grad():
-        for part in videos.split(batch_size):
+        for i, part in enumerate(parts):
             out = classifier(part.to(device=device, dtype=dtype))
             outs.append(check_logits(out, part.shape[0]).float())
+            if callback is not None:
+                callback("classify", i + 1, len(parts))
     return torch.cat(outs).to(videos.device)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .ddim import Callback
+
 FlowFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -63,17 +65,28 @@ class LatentFlow(NamedTuple):
     backward_mask: Optional[Tensor] = None
 
 
-def video_flow(flow_fn: FlowFn, video: Tensor, chunk: int = 16, backward: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+def video_flow(
+    flow_fn: FlowFn, video: Tensor, chunk: int = 16, backward: bool = False, callback: Callback = None
+) -> tuple[Tensor, Optional[Tensor]]:
     """Flow of consecutive frame pairs: video (B, 3, F, H, W) in [0,1] -> (B, F-1, 2, H, W) pixels, twice.
 
     Returns (forward, backward) where backward is None unless asked for. Pairs never cross videos.
+    `callback("flow", calls done, calls)` follows every flow_fn call of `chunk` pairs.
     """
     b, _, f, h, w = video.shape
     first = video[:, :, :-1].transpose(1, 2).reshape(b * (f - 1), 3, h, w)
     second = video[:, :, 1:].transpose(1, 2).reshape(b * (f - 1), 3, h, w)
+    calls = -(-first.shape[0] // chunk) * (2 if backward else 1)
+    done = 0
 
     def run(src: Tensor, dst: Tensor) -> Tensor:
-        parts = [flow_fn(s, d).float() for s, d in zip(src.split(chunk), dst.split(chunk))]
+        nonlocal done
+        parts = []
+        for s, d in zip(src.split(chunk), dst.split(chunk)):
+            parts.append(flow_fn(s, d).float())
+            done += 1
+            if callback is not None:
+                callback("flow", done, calls)
         return torch.cat(parts).to(video.device).reshape(b, f - 1, 2, h, w)
 
     return run(first, second), (run(second, first) if backward else None)
@@ -125,13 +138,14 @@ def latent_flow(
     backward: bool = False,
     masks: bool = False,
     chunk: int = 16,
+    callback: Callback = None,
 ) -> LatentFlow:
     """Everything the temporal loss needs, from the input video (B, 3, F, H, W) in [0,1], on the latent grid.
 
     backward: also estimate flow i+1 -> i (for the bidirectional loss). masks: forward-backward consistency masks
     (computed at pixel resolution, area-averaged to the latent grid, so they are soft weights in [0,1]).
     """
-    fwd, bwd = video_flow(flow_fn, video, chunk=chunk, backward=backward or masks)
+    fwd, bwd = video_flow(flow_fn, video, chunk=chunk, backward=backward or masks, callback=callback)
     fmask = bmask = None
     if masks:
         b, p, _, hh, ww = fwd.shape

@@ -114,11 +114,11 @@ class Purifier:
         """Validate an edge video (F, H, W, 3) / (B, F, H, W, 3) in [0,1] -> (B, 3, F, H, W) on the model device."""
         return to_channels_first(check_video(video)).to(self.device)
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, callback: Callback = None) -> Tensor:
         """(B, 3, F, H, W) in [0,1] -> z0 (B, 4, F, H/8, W/8) float32."""
-        return encode_video(self.vae, x, self.config.encode_chunk)
+        return encode_video(self.vae, x, self.config.encode_chunk, callback)
 
-    def flow(self, x: Tensor, latent_size: tuple[int, int]) -> Optional[LatentFlow]:
+    def flow(self, x: Tensor, latent_size: tuple[int, int], callback: Callback = None) -> Optional[LatentFlow]:
         """Optical flow of the input video on the latent grid, or None when the temporal loss is off."""
         if not self.config.needs_flow:
             return None
@@ -128,7 +128,7 @@ class Purifier:
                 "Purifier, or set lambda_temp=0 in the config."
             )
         c = self.config
-        return latent_flow(self.flow_fn, x, latent_size, c.bidirectional, c.occlusion_mask, c.flow_chunk)
+        return latent_flow(self.flow_fn, x, latent_size, c.bidirectional, c.occlusion_mask, c.flow_chunk, callback)
 
     def invert(self, z0: Tensor, callback: Callback = None) -> Tensor:
         """Temporal DDIM inversion: z0 -> z_{t*}, (B, 4, F, h, w)."""
@@ -142,34 +142,39 @@ class Purifier:
             candidates = candidates[self.config.t_star - self.config.single_candidate :][:1]
         return candidates
 
-    def decode(self, latents: Tensor) -> Tensor:
+    def decode(self, latents: Tensor, callback: Callback = None) -> Tensor:
         """(K, B, 4, F, h, w) -> (K, B, 3, F, H, W) in [0,1], all candidates decoded in chunks of frames."""
         k, b = latents.shape[:2]
-        out = decode_latents(self.vae, latents.flatten(0, 1), self.config.decode_chunk)
+        out = decode_latents(self.vae, latents.flatten(0, 1), self.config.decode_chunk, callback)
         return out.reshape(k, b, *out.shape[1:])
 
     # --- whole pipeline ----------------------------------------------------------------------------------------
 
     def purify(self, video: Tensor, callback: Callback = None) -> Candidates:
-        """VideoPure's purification: video (F, H, W, 3) or (B, F, H, W, 3) in [0,1] -> Candidates."""
+        """VideoPure's purification: video (F, H, W, 3) or (B, F, H, W, 3) in [0,1] -> Candidates.
+
+        `callback(stage, step, total)` hears every stage ("encode", "flow", "invert", "denoise", "decode").
+        """
         timer = _Timer()
         with torch.no_grad():
             x = self.prepare(video)
-            z0 = timer("encode", self.encode, x)
-            flow = timer("flow", self.flow, x, tuple(z0.shape[-2:]))
+            z0 = timer("encode", self.encode, x, callback)
+            flow = timer("flow", self.flow, x, tuple(z0.shape[-2:]), callback)
             z_start = timer("invert", self.invert, z0, callback)
             latents = timer("denoise", self.denoise, z_start, z0, flow, callback)
-            pixels = timer("decode", self.decode, latents)
+            pixels = timer("decode", self.decode, latents, callback)
         return Candidates(to_channels_last(pixels), latents, self.config.candidate_labels, timer.seconds)
 
-    def vote(self, candidates: Candidates, classifier: nn.Module, batch_size: int = 8) -> VoteResult:
+    def vote(
+        self, candidates: Candidates, classifier: nn.Module, batch_size: int = 8, callback: Callback = None
+    ) -> VoteResult:
         """Classify every candidate video (all K x B in batches) and take the majority per video."""
         timer = _Timer()
         k, b = candidates.videos.shape[:2]
         pixels = to_channels_first(candidates.videos.flatten(0, 1))
-        logits = timer("classify", classify, classifier, pixels, batch_size).reshape(k, b, -1)
+        logits = timer("classify", classify, classifier, pixels, batch_size, callback).reshape(k, b, -1)
         return vote(logits, candidates.labels, {**candidates.timings, **timer.seconds})
 
     def predict(self, video: Tensor, classifier: nn.Module, callback: Callback = None, batch_size: int = 8) -> VoteResult:
         """Purify, classify every candidate and vote: video (F, H, W, 3) or (B, F, H, W, 3) -> VoteResult."""
-        return self.vote(self.purify(video, callback), classifier, batch_size)
+        return self.vote(self.purify(video, callback), classifier, batch_size, callback)
