@@ -1,0 +1,22 @@
+"""VideoPure as a ComfyUI custom node pack (this folder goes under ComfyUI/custom_nodes/; see docs/comfyui.md).
+
+ComfyUI imports this file under a module name made from the folder's path, so everything here is imported
+relatively; the library itself, videopure_core, is imported by name: installed (`pip install -e .`), or else
+found next to this file.
+"""
+
+import os
+import sys
+
+try:
+    import videopure_core  # noqa: F401
+except ImportError:  # the pack folder is the repository: its library sits next to this file
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    import videopure_core  # noqa: F401
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from .nodes.bridge import register_model_folders
+
+register_model_folders()
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

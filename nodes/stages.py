@@ -1,0 +1,370 @@
+"""The stages of VideoPure (paper Algorithm 1) as composable nodes, each a thin adapter over videopure_core.
+
+    VAE Encode -> Temporal DDIM Inversion -> Guided Denoise Step x t_star (or Guided Denoise) -> Candidate Decode
+                  RAFT Flow (on the input frames) -----^
+
+Chaining t_star Guided Denoise Steps after the inversion reproduces Purifier.purify candidate for candidate: each
+step makes the candidate z_0^t of its timestep, and the last one (timestep 1) also makes z_0^0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from videopure_core.config import PurifyConfig
+from videopure_core.denoise import denoise_step, guided_denoise
+from videopure_core.denoise import final_candidate as make_final_candidate
+from videopure_core.flow import LatentFlow, latent_flow
+from videopure_core.inversion import ddim_invert
+from videopure_core.purifier import Candidates
+from videopure_core.schedule import make_schedule
+from videopure_core.vae import decode_latents, encode_video
+from videopure_core.video import to_channels_first, to_channels_last
+
+from . import bridge
+from .types import (
+    CANDIDATE_LATENTS,
+    CANDIDATES,
+    FINISHED,
+    FLOW,
+    LATENT,
+    MODEL,
+    RAFT,
+    CandidateLatents,
+    FlowState,
+    LatentState,
+)
+
+CHUNK = ("INT", {"default": 16, "min": 1, "max": 4096,
+                 "tooltip": "Frames per network call: lower it if a long video runs out of memory."})
+
+# Guidance widgets shared by Guided Denoise Step, Guided Denoise and the one-node Purify (same names, same order).
+GUIDANCE_INPUTS = {
+    "guidance": ("BOOLEAN", {"default": True, "tooltip": "Spatial-temporal optimisation (Eqs. 12-16); off: the "
+                                                          "candidates are the plain DDIM predictions x0_hat."}),
+    "alpha_s": ("FLOAT", {"default": -4.0, "min": -1000.0, "max": 1000.0, "step": 0.1,
+                          "tooltip": "Guidance scale of Eq. 16 (paper: -4)."}),
+    "lambda_temp": ("FLOAT", {"default": 5.0, "min": -1e6, "max": 1e6, "step": 0.1,
+                              "tooltip": "Weight of the flow-warp loss L_temp (Eq. 13; paper: 5). 0 needs no flow."}),
+    "lambda_spa": ("FLOAT", {"default": 800.0, "min": -1e7, "max": 1e7, "step": 1.0,
+                             "tooltip": "Weight of L_spa = -MSE(x0_hat, input latent) (Eq. 12; paper: 800)."}),
+    "guidance_reference": ("STRING", {"default": "", "tooltip": "Empty: the lambdas as they are (release). "
+                                      "'frames,h,w' of the latent the lambdas were tuned at (e.g. 32,28,28 for the "
+                                      "paper's 32x224x224) rescales them to this video's latent size."}),
+}
+GUIDANCE_OPTIONS = {
+    "variance_weight": (["log", "linear"], {"default": "log", "tooltip": "w_t of Eq. 16: log of the DDPM "
+                                            "posterior variance (release) or the variance itself."}),
+    "guide_trajectory": ("BOOLEAN", {"default": False, "tooltip": "Feed the optimised latent back into the DDIM "
+                                     "trajectory (Table VIII's 'Ours*'); release: off."}),
+    "final_candidate": (["release", "clean"], {"default": "release", "tooltip": "How z_0^0 is made from the "
+                        "final latent (Algorithm 1 l. 12-14): release = tau=1's coefficients, clean = as x0."}),
+    "warp_grad": ("BOOLEAN", {"default": False, "tooltip": "Let the gradient of L_temp through the warped frame "
+                              "(release: off)."}),
+}
+
+
+def parse_reference(text: str):
+    """'' -> None; '32,28,28' -> (32, 28, 28)."""
+    text = (text or "").strip()
+    if not text or text.lower() == "none":
+        return None
+    try:
+        values = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise ValueError(f"guidance_reference {text!r}: expected 'frames,h,w' of a latent, e.g. 32,28,28, or empty.")
+    return values
+
+
+def guidance_config(guidance, alpha_s, lambda_temp, lambda_spa, guidance_reference, variance_weight="log",
+                    guide_trajectory=False, final_candidate="release", warp_grad=False, flow=None, **base):
+    """The PurifyConfig of the guidance widgets; the bidirectional loss is on when the flow has backward flow."""
+    bidirectional = flow is not None and flow.flow.backward is not None
+    return PurifyConfig(
+        guidance=guidance, alpha_s=alpha_s, lambda_temp=lambda_temp, lambda_spa=lambda_spa,
+        guidance_reference=parse_reference(guidance_reference), variance_weight=variance_weight,
+        guide_trajectory=guide_trajectory, final_candidate=final_candidate, warp_grad=warp_grad,
+        bidirectional=bidirectional, **base,
+    )
+
+
+def flow_for(flow, state: LatentState, config: PurifyConfig, device):
+    """The LatentFlow on `device` when the temporal loss needs it, after checking it belongs to this video."""
+    if not config.needs_flow:
+        return None
+    if flow is None:
+        raise ValueError(
+            f"The temporal loss (lambda_temp={config.lambda_temp:g}) needs optical flow: connect a VideoPure RAFT "
+            f"Flow node to the 'flow' input, or set lambda_temp to 0."
+        )
+    check_same_video(flow, state)
+    return LatentFlow(*(None if t is None else t.to(device) for t in flow.flow))
+
+
+def check_same_video(flow: FlowState, state: LatentState) -> None:
+    h, w = state.z.shape[-2:]
+    fh, fw = flow.flow.forward.shape[-2:]
+    if flow.frames != state.frames or (fh, fw) != (h, w):
+        raise ValueError(
+            f"The flow belongs to a different video: {flow.frames} frames at {flow.image_size[0]}x"
+            f"{flow.image_size[1]}, but the latent has {state.frames} frames at {state.image_size[0]}x"
+            f"{state.image_size[1]}. Feed RAFT Flow the same frames (and latent) as VAE Encode."
+        )
+
+
+def _cpu(t):
+    return t.detach().to(bridge.output_device())
+
+
+class VideoPureVAEEncode:
+    DESCRIPTION = "Encode video frames (an IMAGE batch, one image per frame) to latents z0 with the VAE (Eq. 4)."
+    CATEGORY = "VideoPure/stages"
+    FUNCTION = "encode"
+    RETURN_TYPES = (LATENT,)
+    RETURN_NAMES = ("latent",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": (MODEL,), "images": ("IMAGE",), "chunk": CHUNK}}
+
+    def encode(self, model, images, chunk):
+        video = bridge.image_to_video(images)
+        with model.on_device() as device:
+            x = to_channels_first(video).to(device)
+            z0 = encode_video(model.vae, x, chunk, bridge.Progress())
+        z0 = _cpu(z0)
+        return (LatentState(z=z0, z0=z0, t=0, image_size=tuple(video.shape[2:4])),)
+
+
+class VideoPureTemporalInversion:
+    DESCRIPTION = ("Temporal DDIM inversion (Eqs. 10-11): t_star DDIM steps up from z0, with one frame's "
+                   "predicted noise replicated to every frame.")
+    CATEGORY = "VideoPure/stages"
+    FUNCTION = "invert"
+    RETURN_TYPES = (LATENT,)
+    RETURN_NAMES = ("latent",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL,),
+                "latent": (LATENT,),
+                "t_star": ("INT", {"default": 6, "min": 1, "max": 1000, "tooltip": "Inversion steps (paper t*=6); "
+                                   "chain this many Guided Denoise Steps after it."}),
+                "ddim_steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM grid over the "
+                                       "training steps (50: timesteps 1, 21, ..., 981)."}),
+                "temporal": ("BOOLEAN", {"default": True, "tooltip": "Replicate one frame's noise (Eq. 11); "
+                                         "off: plain DDIM inversion."}),
+                "noise_frame": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "The frame whose noise is "
+                                        "replicated (paper: the first)."}),
+            }
+        }
+
+    def invert(self, model, latent, t_star, ddim_steps, temporal, noise_frame):
+        if latent.schedule is not None:
+            raise ValueError(f"This latent is {latent.describe()}, already inverted: connect the output of "
+                             f"VideoPure VAE Encode to Temporal DDIM Inversion.")
+        config = PurifyConfig(t_star=t_star, ddim_steps=ddim_steps, temporal=temporal, noise_frame=noise_frame)
+        schedule = make_schedule(model.scheduler_config, config.ddim_steps, config.t_star)
+        with model.on_device() as device:
+            z = ddim_invert(model.eps_fn(), latent.z0.to(device), schedule, temporal, noise_frame, bridge.Progress())
+        return (dataclasses.replace(latent, z=_cpu(z), t=schedule.timesteps[-1], schedule=schedule,
+                                    ddim_steps=ddim_steps),)
+
+
+class VideoPureRAFTFlow:
+    DESCRIPTION = ("Optical flow of the input frames (consecutive pairs, full resolution) with RAFT, resized to the "
+                   "latent grid for the temporal loss (Eq. 13). Computed once, shared by every step.")
+    CATEGORY = "VideoPure/stages"
+    FUNCTION = "flow"
+    RETURN_TYPES = (FLOW,)
+    RETURN_NAMES = ("flow",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "raft": (RAFT,),
+                "images": ("IMAGE",),
+                "latent": (LATENT,),
+                "iters": ("INT", {"default": 10, "min": 1, "max": 100, "tooltip": "RAFT refinement iterations."}),
+                "input_range": (["-1,1", "0,1"], {"default": "-1,1", "tooltip": "What RAFT is fed: -1,1 is "
+                                "correct; 0,1 reproduces the authors' release."}),
+                "bidirectional": ("BOOLEAN", {"default": False, "tooltip": "Also estimate backward flow: the "
+                                  "temporal loss then uses both directions."}),
+                "occlusion_mask": ("BOOLEAN", {"default": False, "tooltip": "Weight the temporal loss by a "
+                                   "forward-backward consistency mask."}),
+                "chunk": CHUNK,
+            }
+        }
+
+    def flow(self, raft, images, latent, iters, input_range, bidirectional, occlusion_mask, chunk):
+        video = bridge.image_to_video(images)
+        frames, size = video.shape[1], tuple(video.shape[2:4])
+        if frames != latent.frames or size != tuple(latent.image_size):
+            raise ValueError(
+                f"RAFT Flow got {frames} frames at {size[0]}x{size[1]} but the latent was encoded from "
+                f"{latent.frames} frames at {latent.image_size[0]}x{latent.image_size[1]}: connect the same "
+                f"IMAGE batch to VAE Encode and RAFT Flow."
+            )
+        with raft.on_device() as device:
+            lf = latent_flow(raft.flow_fn(iters, input_range), to_channels_first(video).to(device),
+                             tuple(latent.z.shape[-2:]), bidirectional, occlusion_mask, chunk, bridge.Progress())
+        return (FlowState(LatentFlow(*(None if t is None else _cpu(t) for t in lf)), size),)
+
+
+def _step_inputs(with_flow=True):
+    inputs = {"required": {"model": (MODEL,), "latent": (LATENT,), **GUIDANCE_INPUTS, **GUIDANCE_OPTIONS}}
+    if with_flow:
+        inputs["optional"] = {"flow": (FLOW, {"tooltip": "From RAFT Flow; needed unless lambda_temp is 0."})}
+    return inputs
+
+
+def _check_trajectory(state: LatentState, node: str) -> None:
+    if state.schedule is None:
+        raise ValueError(f"{node} needs an inverted latent, got {state.describe()}: put VideoPure Temporal DDIM "
+                         f"Inversion between VAE Encode and {node}.")
+    if state.t == FINISHED:
+        n = len(state.schedule.timesteps)
+        raise ValueError(f"{node} got {state.describe()}: with t_star={n} chain exactly {n} Guided Denoise Steps, "
+                         f"then Candidate Decode.")
+
+
+def _append(previous: CandidateLatents | None, new: torch.Tensor, labels: tuple[int, ...]) -> CandidateLatents:
+    new = _cpu(new)
+    if previous is None:
+        return CandidateLatents(new, labels)
+    return CandidateLatents(torch.cat([previous.latents, new]), previous.labels + labels)
+
+
+class VideoPureGuidedDenoiseStep:
+    DESCRIPTION = ("One step of Algorithm 1: a DDIM step down from the latent's timestep and the guided candidate "
+                   "z_0^t (Eqs. 12-16). Chain t_star of them after the inversion; the last (timestep 1) also makes "
+                   "z_0^0. 'candidates' holds every candidate so far.")
+    CATEGORY = "VideoPure/stages"
+    FUNCTION = "step"
+    RETURN_TYPES = (LATENT, CANDIDATE_LATENTS)
+    RETURN_NAMES = ("latent", "candidates")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return _step_inputs()
+
+    def step(self, model, latent, guidance, alpha_s, lambda_temp, lambda_spa, guidance_reference, variance_weight,
+             guide_trajectory, final_candidate, warp_grad, flow=None):
+        _check_trajectory(latent, "Guided Denoise Step")
+        schedule, t = latent.schedule, latent.t
+        config = guidance_config(guidance, alpha_s, lambda_temp, lambda_spa, guidance_reference, variance_weight,
+                                 guide_trajectory, final_candidate, warp_grad, flow,
+                                 t_star=len(schedule.timesteps), ddim_steps=latent.ddim_steps)
+        index = schedule.timesteps.index(t)
+        last = index == 0
+        progress = bridge.Progress({"denoise": 2 if last else 1})
+        with model.on_device() as device:
+            lf = flow_for(flow, latent, config, device)
+            z0 = latent.z0.to(device)
+            result = denoise_step(model.eps_fn(), latent.z.to(device), t, z0, lf, schedule, config)
+            made, labels = [result.candidate], (index + 1,)
+            progress("denoise", 1, 2 if last else 1)
+            if last:
+                made.append(make_final_candidate(result.z_next, result.eps, t, z0, lf, schedule, config))
+                labels += (0,)
+                progress("denoise", 2, 2)
+        candidates = _append(latent.candidates, torch.stack(made), labels)
+        next_t = FINISHED if last else schedule.timesteps[index - 1]
+        state = dataclasses.replace(latent, z=_cpu(result.z_next), t=next_t, candidates=candidates)
+        return (state, candidates)
+
+
+class VideoPureGuidedDenoise:
+    DESCRIPTION = ("All t_star guided denoising steps of Algorithm 1 in one node, right after the inversion: the "
+                   "t_star + 1 voting candidates z_0^t*, ..., z_0^0.")
+    CATEGORY = "VideoPure/stages"
+    FUNCTION = "denoise"
+    RETURN_TYPES = (CANDIDATE_LATENTS,)
+    RETURN_NAMES = ("candidates",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return _step_inputs()
+
+    def denoise(self, model, latent, guidance, alpha_s, lambda_temp, lambda_spa, guidance_reference,
+                variance_weight, guide_trajectory, final_candidate, warp_grad, flow=None):
+        _check_trajectory(latent, "Guided Denoise")
+        schedule = latent.schedule
+        if latent.t != schedule.timesteps[-1]:
+            raise ValueError(f"Guided Denoise runs every step from the top; this latent is {latent.describe()}. "
+                             f"Connect it straight to Temporal DDIM Inversion, or finish with Guided Denoise Steps.")
+        t_star = len(schedule.timesteps)
+        config = guidance_config(guidance, alpha_s, lambda_temp, lambda_spa, guidance_reference, variance_weight,
+                                 guide_trajectory, final_candidate, warp_grad, flow,
+                                 t_star=t_star, ddim_steps=latent.ddim_steps)
+        with model.on_device() as device:
+            lf = flow_for(flow, latent, config, device)
+            latents = guided_denoise(model.eps_fn(), latent.z.to(device), latent.z0.to(device), lf, schedule, config,
+                                     bridge.Progress())
+        return (CandidateLatents(_cpu(latents), config.candidate_labels),)
+
+
+def pick_candidate(videos: torch.Tensor, labels: tuple[int, ...], candidate: int) -> torch.Tensor:
+    """The frames (B, F, H, W, 3) of candidate z_0^candidate (-1: the last one made) from (K, B, F, H, W, 3)."""
+    if candidate == -1:
+        return videos[-1]
+    if candidate not in labels:
+        raise ValueError(f"candidate={candidate} is not among the candidates z_0^t with t in {list(labels)}: pick "
+                         f"one of those, or -1 for the last one made.")
+    return videos[labels.index(candidate)]
+
+
+class VideoPureCandidateDecode:
+    DESCRIPTION = ("Decode the candidates' latents to frames with the VAE (chunked). frames: one candidate "
+                   "(-1: the last, z_0^0 after a full chain); all_frames: every candidate, one after the other.")
+    CATEGORY = "VideoPure/stages"
+    FUNCTION = "decode"
+    RETURN_TYPES = (CANDIDATES, "IMAGE", "IMAGE")
+    RETURN_NAMES = ("candidates", "frames", "all_frames")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL,),
+                "candidates": (CANDIDATE_LATENTS,),
+                "candidate": ("INT", {"default": -1, "min": -1, "max": 1000, "tooltip": "Which candidate z_0^t "
+                                      "'frames' shows: its t, or -1 for the last one made."}),
+                "chunk": CHUNK,
+            }
+        }
+
+    def decode(self, model, candidates, candidate, chunk):
+        latents = candidates.latents
+        k, b = latents.shape[:2]
+        with model.on_device() as device:
+            pixels = decode_latents(model.vae, latents.flatten(0, 1).to(device), chunk, bridge.Progress())
+        videos = to_channels_last(_cpu(pixels).reshape(k, b, *pixels.shape[1:]))  # (K, B, F, H, W, 3)
+        decoded = Candidates(videos, latents, tuple(candidates.labels))
+        shown = pick_candidate(videos, decoded.labels, candidate)
+        return (decoded, bridge.video_to_image(shown), bridge.video_to_image(videos))
+
+
+NODE_CLASS_MAPPINGS = {
+    "VideoPureVAEEncode": VideoPureVAEEncode,
+    "VideoPureTemporalInversion": VideoPureTemporalInversion,
+    "VideoPureRAFTFlow": VideoPureRAFTFlow,
+    "VideoPureGuidedDenoiseStep": VideoPureGuidedDenoiseStep,
+    "VideoPureGuidedDenoise": VideoPureGuidedDenoise,
+    "VideoPureCandidateDecode": VideoPureCandidateDecode,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "VideoPureVAEEncode": "VideoPure VAE Encode",
+    "VideoPureTemporalInversion": "VideoPure Temporal DDIM Inversion",
+    "VideoPureRAFTFlow": "VideoPure RAFT Flow",
+    "VideoPureGuidedDenoiseStep": "VideoPure Guided Denoise Step",
+    "VideoPureGuidedDenoise": "VideoPure Guided Denoise (all steps)",
+    "VideoPureCandidateDecode": "VideoPure Candidate Decode",
+}
