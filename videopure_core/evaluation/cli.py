@@ -1,0 +1,265 @@
+"""`videopure eval`: attacks x defences on a set of clips, per-video records, the paper's tables and loss plot.
+
+    videopure eval --quick --world /tmp/world-smoke --out results/quick          # a few minutes on a CPU
+    videopure eval --preset paper --data world --clips 100 --out docs/results/world
+    torchrun --nproc_per_node 2 -m videopure_core eval ... # shards clips across processes, rank 0 merges
+
+See docs/evaluation.md for every option, the defences, the attacks and what the numbers mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+HELP = "Evaluate robustness: defences x attacks on clips; writes per-video records, Table I/IV/X and the loss plot."
+
+# Settings a preset fills in unless given on the command line (None = use the base default below).
+PRESETS = {
+    "paper": dict(eps=4.0, step=2.0, steps=10, eot_reps=20, tt_shift=7, norm="linf"),
+    "quick": dict(clips=6, steps=2, eot_reps=2, tt_shift=1, batch_size=6, attack_clips="pgd+full=2,tt+bpda=3,eot+bpda=3"),
+}
+BASE = dict(clips=12, eps=4.0, step=2.0, steps=10, eot_reps=20, tt_shift=7, norm="linf", batch_size=4, attack_clips="")
+
+# The small world's purifier settings: the paper's hyperparameters with the guidance step rescaled from the paper's
+# 32x28x28 latent to the world's (PurifyConfig.guidance_reference; the same choice as `videopure evaluate-world`).
+WORLD_CONFIG = {"guidance_reference": (32, 28, 28)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to run")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="paper: eps 4/255, step 2/255, 10 steps, EOT 20, TT L=7; "
+                   "quick: 6 clips, 2 steps, EOT 2, TT L=1, expensive attacks on 2-3 clips")
+    g.add_argument("--quick", action="store_true", help="the same as --preset quick")
+    g.add_argument("--defences", default="all", help="comma-separated defence specs (default all: " 
+                   "none,videopure,ddim-inversion,diffpure-ddim,diffpure-ddpm,jpeg,wavelet,shuffle); options as "
+                   "name:key=value, e.g. jpeg:quality=50 or videopure:guidance=false")
+    g.add_argument("--attacks", default="all", help="comma-separated (default all: clean,pgd,pgd+bpda,tt,tt+bpda,"
+                   "eot+bpda,pgd+full)")
+    g.add_argument("--ablations", action="store_true", help="add Table IV's VideoPure ablations as defences")
+    g.add_argument("--attack-clips", help="limit attacks to the first N clips, e.g. pgd+full=20,eot+bpda=50")
+    g.add_argument("--out", default="results", help="results folder (records, tables, plot); reruns resume")
+    g.add_argument("--report-only", action="store_true", help="only rebuild the reports from the records in --out")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="world", help="'world' (generated test split) or a folder: <label>/ frame PNGs, "
+                   "<label>/<clip>/ frame PNGs, or <label>/<clip>.mp4 (needs PyAV)")
+    g.add_argument("--clips", type=int, help="number of clips (default 12; world: the first N of the test split)")
+    g.add_argument("--frames", type=int, help="keep the first N frames of each clip")
+    g.add_argument("--size", type=int, help="resize frames to size x size (multiple of 8)")
+    g.add_argument("--classes", help="file with one class name per line (label folders may then use names)")
+
+    g = p.add_argument_group("models (default: the small world)")
+    g.add_argument("--world", help="world weights folder (default: videopure_core/world/weights)")
+    g.add_argument("--diffusion", help="ModelScope-style diffusers folder (instead of the world)")
+    g.add_argument("--raft", help="RAFT weights file (with --diffusion)")
+    g.add_argument("--raft-arch", default="raft_large", choices=["raft_large", "raft_small"])
+    g.add_argument("--classifier-arch", default="r3d_18", help="torchvision video architecture (with --diffusion)")
+    g.add_argument("--classifier-weights", help="classifier weights file (with --diffusion)")
+    g.add_argument("--num-classes", type=int, default=400)
+    g.add_argument("--tiny", action="store_true", help="tiny random models built in code (tests and smoke runs only)")
+    g.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="PurifyConfig fields for the diffusion defences at defence time, e.g. t_star=6 dtype=float16")
+    g.add_argument("--attack-config", nargs="*", default=None, metavar="KEY=VALUE",
+                   help="PurifyConfig changes the adaptive attacker uses instead (Lee & Kim), e.g. decode_chunk=4")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+
+    g = p.add_argument_group("attack settings")
+    g.add_argument("--norm", choices=["linf", "l2"], help="default linf")
+    g.add_argument("--eps", type=float, help="budget: in 1/255 for linf (default 4), raw L2 norm for l2")
+    g.add_argument("--step", type=float, help="step size, same units as --eps (default 2)")
+    g.add_argument("--steps", type=int, help="iterations (default 10)")
+    g.add_argument("--no-random-start", action="store_true")
+    g.add_argument("--eot-reps", type=int, help="EOT draws per step for eot+bpda (default 20)")
+    g.add_argument("--tt-shift", type=int, help="TT shift length L, shifts -L..L (default 7)")
+    g.add_argument("--tt-kernel", default="gaussian", choices=["gaussian", "linear", "uniform"])
+    g.add_argument("--full-eot-reps", type=int, default=1, help="EOT draws per step of pgd+full on stochastic defences")
+    g.add_argument("--flow-grad", action="store_true", help="pgd+full also differentiates RAFT (default: flow held fixed)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=int, help="clips per batch (default 4)")
+    g.add_argument("--loss-attack", default="pgd+bpda", help="attack whose loss curves are plotted (Fig. 4)")
+    g.add_argument("--threads", type=int, help="torch CPU threads per process (torchrun sets 1 per process)")
+    g.add_argument("--no-progress", action="store_true")
+
+
+def _resolve(args) -> dict:
+    preset = PRESETS["quick"] if args.quick else PRESETS.get(args.preset or "", {})
+    out = {}
+    for key, base in BASE.items():
+        value = getattr(args, key, None)
+        out[key] = value if value is not None else preset.get(key, base)
+    return out
+
+
+def _kv(items) -> dict:
+    from ..defences import parse_value
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"videopure eval: {item!r} is not KEY=VALUE (e.g. t_star=6).")
+        key, value = item.split("=", 1)
+        out[key] = parse_value(value)
+    return out
+
+
+def _defence_specs(args) -> list[str]:
+    from ..defences import DEFENCES
+    from .report import ABLATIONS
+
+    specs = list(DEFENCES) if args.defences == "all" else [s.strip() for s in args.defences.split(",") if s.strip()]
+    if args.ablations:
+        specs += [spec for _, spec in ABLATIONS if spec not in specs]
+    return specs
+
+
+def _attack_list(args) -> list[str]:
+    from .runner import ATTACKS
+
+    attacks = list(ATTACKS) if args.attacks == "all" else [a.strip() for a in args.attacks.split(",") if a.strip()]
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        raise SystemExit(f"videopure eval: unknown attack(s) {unknown}; choose from {', '.join(ATTACKS)}.")
+    return attacks
+
+
+def _models(args, config, needs_diffusion: bool):
+    """(purifier or None, classifier, classes, description)."""
+    import torch
+
+    from .. import Purifier, load_raft, load_video_classifier
+
+    device = config.torch_device
+    if args.tiny:
+        from ..tiny import tiny_purifier
+        from ..world.generator import CLASSES
+        from ..world.models import WorldClassifier
+
+        torch.manual_seed(args.seed)
+        classifier = WorldClassifier(len(CLASSES), width=4).eval().requires_grad_(False).to(device)
+        purifier = None
+        if needs_diffusion:
+            flow = load_raft("raft_small", None, device) if config.needs_flow else None
+            purifier = tiny_purifier(config, flow=flow)
+            purifier.unet.to(device), purifier.vae.to(device)
+        return purifier, classifier, CLASSES, "TINY RANDOM models (smoke test only; numbers mean nothing)"
+    if args.diffusion:
+        classifier = load_video_classifier(args.classifier_arch, args.classifier_weights, args.num_classes, device)
+        purifier = None
+        if needs_diffusion:
+            flow = load_raft(args.raft_arch, args.raft, device) if args.raft else None
+            purifier = Purifier.from_pretrained(args.diffusion, flow=flow, config=config)
+        return purifier, classifier, None, f"diffusion {args.diffusion}, classifier {args.classifier_arch}"
+    from ..world.models import WEIGHTS, load_world
+
+    world = load_world(args.world or WEIGHTS, device)
+    purifier = Purifier.from_pretrained(world.diffusion, flow=world.raft, config=config) if needs_diffusion else None
+    return purifier, world.classifier, world.classes, f"world {args.world or WEIGHTS}"
+
+
+def _check_run(out: Path, run: dict) -> None:
+    """Refuse to mix results of different settings in one folder; record the settings on the first run."""
+    path = out / "run.json"
+    fixed = ("data", "frames", "size", "models", "settings", "config", "attack_config")
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = [k for k in fixed if json.dumps(old.get(k), sort_keys=True) != json.dumps(run.get(k), sort_keys=True)]
+        if diff:
+            raise SystemExit(
+                f"videopure eval: {out} holds results made with other settings ({', '.join(diff)} differ; see "
+                f"{path}). Use a new --out, or delete the folder to start over."
+            )
+        run = {**old, **run, "defences": list(dict.fromkeys(old.get("defences", []) + run["defences"])),
+               "attacks": list(dict.fromkeys(old.get("attacks", []) + run["attacks"]))}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("run.json.tmp")
+    tmp.write_text(json.dumps(run, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import PurifyConfig
+    from ..defences import DIFFUSION_DEFENCES, build_defence, parse_spec
+    from .data import load_dataset, read_classes
+    from .distributed import barrier, init_distributed, local_device, shutdown
+    from .records import load_records, merge_records
+    from .report import table_one, table_one_markdown, write_reports
+    from .runner import ATTACKS, AttackSettings, evaluate
+
+    out = Path(args.out)
+    r = _resolve(args)
+    specs, attacks = _defence_specs(args), _attack_list(args)
+    if args.report_only:
+        records = load_records(out)
+        if not records:
+            raise SystemExit(f"videopure eval: no records under {out.resolve()}.")
+        run_info = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else None
+        paths = write_reports(records, out, run_info, args.loss_attack, (run_info or {}).get("defences", specs))
+        print(f"reports: {', '.join(str(p) for p in paths.values())}")
+        return 0
+
+    rank, world_size = init_distributed()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        scale = 1 / 255 if r["norm"] == "linf" else 1.0
+        settings = AttackSettings(r["norm"], r["eps"] * scale, r["step"] * scale, r["steps"], not args.no_random_start,
+                                  r["eot_reps"], r["tt_shift"], args.tt_kernel, args.full_eot_reps, args.seed)
+        base = {} if (args.tiny or args.diffusion) else dict(WORLD_CONFIG)
+        config_changes = {**base, **_kv(args.config)}
+        config = PurifyConfig(device=local_device(args.device), dtype=args.dtype).replace(**config_changes)
+        attack_changes = _kv(args.attack_config) if args.attack_config is not None else None
+        needs_diffusion = any(parse_spec(s)[0] in DIFFUSION_DEFENCES for s in specs)
+        purifier, classifier, classes, models = _models(args, config, needs_diffusion)
+        if args.classes:
+            classes = read_classes(args.classes)
+        dataset = load_dataset(args.data, r["clips"], args.frames, args.size, classes)
+        defences = {s: build_defence(s, purifier) for s in specs}
+        attack_purifier = purifier.with_config(**attack_changes) if (purifier is not None and attack_changes) else None
+        attack_defences = {s: build_defence(s, attack_purifier) if attack_purifier is not None and parse_spec(s)[0] in
+                           DIFFUSION_DEFENCES else defences[s] for s in specs}
+        if args.flow_grad:
+            for d in attack_defences.values():
+                if hasattr(d, "flow_grad"):
+                    d.flow_grad = True
+        attack_clips = {}
+        for item in filter(None, (x.strip() for x in r["attack_clips"].split(","))):
+            name, _, n = item.partition("=")
+            if name not in ATTACKS or not n.isdigit():
+                raise SystemExit(f"videopure eval: --attack-clips entry {item!r} is not ATTACK=N (e.g. pgd+full=20).")
+            attack_clips[name] = int(n)
+        run_info = {
+            "command": "videopure eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),
+            "data": args.data, "clips": len(dataset), "frames": args.frames, "size": args.size, "models": models,
+            "settings": {**vars(settings), "eps_255": settings.eps * 255 if settings.norm == "linf" else None,
+                         "flow_grad": args.flow_grad},
+            "config": {k: v for k, v in vars(config).items() if k != "device"},
+            "attack_config": attack_changes, "defences": specs, "attacks": attacks, "attack_clips": attack_clips,
+            "world_size": world_size, "batch_size": r["batch_size"],
+        }
+        if rank == 0:
+            _check_run(out, run_info)
+            print(f"videopure eval: {len(dataset)} clips from {dataset.name}; {models}; {len(specs)} defences x "
+                  f"{len(attacks)} attacks; records in {out}/records/" + (f"; {world_size} processes" if world_size > 1 else ""))
+        barrier()
+        evaluate(dataset, classifier, defences, attacks, settings, str(out), attack_defences, rank, world_size,
+                 r["batch_size"], attack_clips, config.torch_device, progress=not args.no_progress)
+        barrier()
+        if rank == 0:
+            merge_records(out)
+            records = load_records(out)
+            info = json.loads((out / "run.json").read_text())
+            paths = write_reports(records, out, info, args.loss_attack, info.get("defences", specs))
+            rows = table_one(records, info.get("defences", specs))
+            print(table_one_markdown(rows, [a for a in ATTACKS if any(x["attack"] == a for x in records)]))
+            print(f"reports: {', '.join(str(p) for p in paths.values())}")
+        barrier()
+    finally:
+        shutdown()
+    return 0
