@@ -5,7 +5,8 @@ with one `torch.utils.checkpoint` segment per UNet call, so backpropagating thro
 inversion, every guided denoising step (`guided_denoise(..., create_graph=True)` keeps the guidance gradient in
 the graph), decode and the classifier stores only the latents between calls and recomputes each UNet's
 activations during the backward pass: memory grows with the number of steps times one latent, not times the
-UNet's activations. The VAE is checkpointed per chunk of frames likewise.
+UNet's activations. The VAE is checkpointed per chunk of frames likewise, and runs through the core's
+`encode_video` / `decode_latents` via a proxy (`GradVAE`) that keeps autograd on inside them.
 
 Optical flow: by default (`flow_grad=False`) the flow of the input is held fixed during differentiation (computed
 on the input, detached), as if the attacker treated RAFT as a constant; `flow_grad=True` also differentiates RAFT
@@ -18,6 +19,7 @@ through RAFT's refinement iterations.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Optional
 
 import torch
@@ -68,25 +70,68 @@ def differentiable_flow_fn(flow_fn: FlowFn) -> FlowFn:
     return flow_fn
 
 
+class GradVAE:
+    """A proxy of an AutoencoderKL whose `encode`/`decode` keep autograd on, for the core's stage functions.
+
+    `encode_video` / `decode_latents` read only `.encode`, `.decode`, `.config` and `.parameters()` (the same
+    contract as execution.CompiledVAE). The proxy runs the real VAE with autograd enabled (even inside a no_grad
+    block of a stage function), casts inputs to the VAE's dtype and outputs back to float32 inside that region,
+    and reports float32 parameters so that the stage function's own casts are no-ops that keep the graph.
+    """
+
+    def __init__(self, vae: nn.Module):
+        self.vae, self.config = vae, vae.config
+        param = next(vae.parameters())
+        self._device, self._dtype = param.device, param.dtype
+
+    def parameters(self):
+        return iter([torch.empty(0, device=self._device, dtype=torch.float32)])
+
+    def encode(self, x: Tensor, *args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            mean = self.vae.encode(x.to(self._dtype), *args, **kwargs).latent_dist.mean.float()
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=mean))
+
+    def decode(self, z: Tensor, *args, **kwargs):
+        with torch.inference_mode(False), torch.enable_grad():
+            sample = self.vae.decode(z.to(self._dtype), *args, **kwargs).sample.float()
+        return SimpleNamespace(sample=sample)
+
+    def __getattr__(self, name):  # use_tiling and friends
+        return getattr(self.__dict__["vae"], name)
+
+
+def _grad_encode(vae: nn.Module, video: Tensor, chunk: int) -> Tensor:
+    return encode_video(GradVAE(vae), video, chunk)
+
+
+def _grad_decode(vae: nn.Module, latents: Tensor, chunk: int) -> Tensor:
+    return decode_latents(GradVAE(vae), latents, chunk)
+
+
 def checkpointed_encode(vae: nn.Module, video: Tensor, chunk: int = 16, use_checkpoint: bool = True) -> Tensor:
-    """`encode_video` in checkpointed chunks of frames: (B, 3, F, H, W) -> (B, 4, F, H/8, W/8)."""
+    """`encode_video`, differentiable, in checkpointed chunks of frames: (B, 3, F, H, W) -> (B, 4, F, H/8, W/8)."""
+    if not video.requires_grad:
+        return encode_video(vae, video, chunk)
     parts = []
     for frames in video.split(chunk, dim=2):
-        if use_checkpoint and frames.requires_grad:
-            parts.append(checkpoint(encode_video, vae, frames, chunk, use_reentrant=False))
+        if use_checkpoint:
+            parts.append(checkpoint(_grad_encode, vae, frames, chunk, use_reentrant=False))
         else:
-            parts.append(encode_video(vae, frames, chunk))
+            parts.append(_grad_encode(vae, frames, chunk))
     return torch.cat(parts, dim=2)
 
 
 def checkpointed_decode(vae: nn.Module, latents: Tensor, chunk: int = 16, use_checkpoint: bool = True) -> Tensor:
-    """`decode_latents` in checkpointed chunks of frames: (N, 4, F, h, w) -> (N, 3, F, 8h, 8w)."""
+    """`decode_latents`, differentiable, in checkpointed chunks of frames: (N, 4, F, h, w) -> (N, 3, F, 8h, 8w)."""
+    if not latents.requires_grad:
+        return decode_latents(vae, latents, chunk)
     parts = []
     for lat in latents.split(chunk, dim=2):
-        if use_checkpoint and lat.requires_grad:
-            parts.append(checkpoint(decode_latents, vae, lat, chunk, use_reentrant=False))
+        if use_checkpoint:
+            parts.append(checkpoint(_grad_decode, vae, lat, chunk, use_reentrant=False))
         else:
-            parts.append(decode_latents(vae, lat, chunk))
+            parts.append(_grad_decode(vae, lat, chunk))
     return torch.cat(parts, dim=2)
 
 
