@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "demo": "videopure_core.demo",
     "train-world": "videopure_core.world.train",
+    "eval": "videopure_core.evaluation.cli",
 }
 
 
