@@ -1,0 +1,285 @@
+"""Attacks on tiny models: PGD, BPDA, EOT, TT, exact/surrogate dispatch, the full gradient, sanity checks."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videopure_core import PurifyConfig
+from videopure_core.attacks import (
+    SanityWarning,
+    ZeroGradientCheck,
+    bpda_grad_fn,
+    check_eot,
+    classifier_grad_fn,
+    defence_grad_fn,
+    differentiable_flow_fn,
+    eot_grad_fn,
+    full_gradient_grad_fn,
+    pgd,
+    random_start_point,
+    tt_grad_fn,
+    tt_weights,
+)
+from videopure_core.defences import Defence, DefenceOutput, NoDefence, TemporalShuffle, VideoPureDefence, WaveletDenoise
+
+
+def smooth_classifier(seed: int = 0, classes: int = 5) -> nn.Module:
+    """A small smooth (tanh) video classifier, (B, 3, F, H, W) -> (B, classes); smooth so finite differences work."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv3d(3, 4, 3, padding=1), nn.Tanh(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, classes)
+    ).eval().requires_grad_(False)
+
+
+@pytest.fixture
+def clips():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(2, 3, 4, 16, 16, generator=g), torch.tensor([1, 3])
+
+
+class Candidates3(Defence):
+    """Deterministic toy defence with three different candidates."""
+
+    name = "three"
+    gradient = "bpda"
+
+    def _candidates(self, video, generator, grad, callback):
+        return DefenceOutput(torch.stack([video, 1 - video, video.flip(-1)]), (2, 1, 0), {})
+
+
+class NoisyDefence(Defence):
+    """Stochastic toy defence: adds generator noise; a surrogate squares the input."""
+
+    name = "noisy"
+    gradient = "surrogate"
+    stochastic = True
+
+    def _candidates(self, video, generator, grad, callback):
+        noise = torch.randn(video.shape, generator=generator) * 0.05
+        return DefenceOutput((video + noise).clamp(0, 1).unsqueeze(0), (0,), {})
+
+    def surrogate(self, video, generator=None):
+        return (video * video).unsqueeze(0)
+
+
+def ce(classifier, x, y):
+    return F.cross_entropy(classifier(x), y, reduction="none")
+
+
+@pytest.mark.parametrize("norm,eps,step", [("linf", 4 / 255, 2 / 255), ("l2", 0.5, 0.2)])
+def test_pgd_raises_loss_and_stays_in_ball_and_range(clips, norm, eps, step):
+    x, y = clips
+    x[0, :, 0, :2, :2] = 0.0  # pixels at the range bounds must stay inside [0,1]
+    x[1, :, 1, :2, :2] = 1.0
+    classifier = smooth_classifier()
+    g = torch.Generator().manual_seed(0)
+    x_adv, losses = pgd(classifier_grad_fn(classifier), x, y, eps, step, steps=4, norm=norm, generator=g)
+    clean, attacked = ce(classifier, x, y), ce(classifier, x_adv, y)
+    assert losses.shape == (4, 2)
+    assert (attacked > clean + 1e-4).all(), (clean, attacked)
+    delta = (x_adv - x).flatten(1)
+    if norm == "linf":
+        assert float(delta.abs().max()) <= eps + 1e-6
+        assert float(delta.abs().max()) > eps * 0.9  # sign steps reach the boundary
+    else:
+        assert (delta.norm(dim=1) <= eps + 1e-5).all()
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+
+
+def test_pgd_init_replaces_random_start(clips):
+    x, y = clips
+    start = random_start_point(x, 4 / 255, "linf", torch.Generator().manual_seed(3))
+    a, _ = pgd(classifier_grad_fn(smooth_classifier()), x, y, steps=1, init=start)
+    b, _ = pgd(classifier_grad_fn(smooth_classifier()), x, y, steps=1, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)  # the same draw, either way
+
+
+def test_bpda_identity_defence_equals_classifier_gradient(clips):
+    x, y = clips
+    classifier = smooth_classifier()
+    loss_b, grad_b = bpda_grad_fn(classifier, NoDefence())(x, y)
+    loss_c, grad_c = classifier_grad_fn(classifier)(x, y)
+    assert torch.allclose(loss_b, loss_c) and torch.allclose(grad_b, grad_c)
+    assert float(grad_c.abs().sum()) > 0
+
+
+def test_bpda_is_classifier_gradient_at_purified_input(clips):
+    """BPDA through a nontrivial defence: the classifier's gradient at the purified video, passed straight through."""
+    x, y = clips
+    classifier, defence = smooth_classifier(), WaveletDenoise(levels=2)
+    purified = defence.candidates(x).videos[0]
+    assert not torch.allclose(purified, x)
+    _, grad_b = bpda_grad_fn(classifier, defence)(x, y)
+    _, grad_c = classifier_grad_fn(classifier)(purified, y)
+    assert torch.allclose(grad_b, grad_c)
+
+
+def test_bpda_averages_over_candidates(clips):
+    x, y = clips
+    classifier, cg = smooth_classifier(), classifier_grad_fn(smooth_classifier())
+    loss, grad = bpda_grad_fn(classifier, Candidates3())(x, y)
+    parts = [cg(c, y) for c in (x, 1 - x, x.flip(-1))]
+    assert torch.allclose(loss, torch.stack([p[0] for p in parts]).mean(0))
+    assert torch.allclose(grad, torch.stack([p[1] for p in parts]).mean(0), atol=1e-7)
+
+
+def test_eot_averages_draws_of_a_random_defence(clips):
+    x, y = clips
+    classifier, defence = smooth_classifier(), NoisyDefence()
+    loss, grad = eot_grad_fn(bpda_grad_fn(classifier, defence, torch.Generator().manual_seed(5)), reps=3)(x, y)
+    g = torch.Generator().manual_seed(5)
+    single = bpda_grad_fn(classifier, defence, g)
+    draws = [single(x, y) for _ in range(3)]
+    assert not torch.allclose(draws[0][1], draws[1][1])  # the draws really differ
+    assert torch.allclose(loss, torch.stack([d[0] for d in draws]).mean(0))
+    assert torch.allclose(grad, torch.stack([d[1] for d in draws]).mean(0), atol=1e-7)
+
+
+def test_tt_weights():
+    w = tt_weights(7)
+    assert [s for s, _ in w] == list(range(-7, 8))
+    assert abs(sum(v for _, v in w) - 1) < 1e-12
+    assert w[7][1] == max(v for _, v in w) and abs(w[0][1] - w[14][1]) < 1e-15
+    assert [v for _, v in tt_weights(2, "uniform")] == [0.2] * 5
+    assert tt_weights(0) == [(0, 1.0)]
+
+
+def test_tt_is_gradient_of_translated_loss(clips):
+    """TT's gradient equals autograd of sum_s w_s CE(roll(x, s)) (each copy's gradient translated back)."""
+    x, y = clips
+    classifier = smooth_classifier()
+    loss, grad = tt_grad_fn(classifier_grad_fn(classifier), shift=2, kernel="linear")(x, y)
+    xr = x.clone().requires_grad_(True)
+    total = sum(w * ce(classifier, torch.roll(xr, s, dims=2), y) for s, w in tt_weights(2, "linear"))
+    expected = torch.autograd.grad(total.sum(), xr)[0]
+    assert torch.allclose(loss, total.detach(), atol=1e-6)
+    assert torch.allclose(grad, expected, atol=1e-7)
+    plain = classifier_grad_fn(classifier)(x, y)[1]
+    assert not torch.allclose(grad, plain, atol=1e-6)
+
+
+def test_dispatch_exact_and_surrogate(clips):
+    x, y = clips
+    classifier = smooth_classifier()
+    # exact: autograd through the wavelet denoiser itself
+    _, grad = defence_grad_fn(classifier, WaveletDenoise(levels=2))(x, y)
+    xr = x.clone().requires_grad_(True)
+    expected = torch.autograd.grad(ce(classifier, WaveletDenoise(levels=2).candidates(xr, grad=True).videos[0], y).sum(), xr)[0]
+    assert torch.allclose(grad, expected, atol=1e-7)
+    # surrogate: autograd through x**2
+    _, grad = defence_grad_fn(classifier, NoisyDefence())(x, y)
+    xr = x.clone().requires_grad_(True)
+    expected = torch.autograd.grad(ce(classifier, xr * xr, y).sum(), xr)[0]
+    assert torch.allclose(grad, expected, atol=1e-7)
+    # the declaration can be overridden
+    _, grad_bpda = defence_grad_fn(classifier, WaveletDenoise(levels=2), gradient="bpda")(x, y)
+    assert not torch.allclose(grad_bpda, grad)
+    # shuffle is exact for the drawn permutation: the classifier's gradient at the shuffled video, un-permuted
+    _, grad = defence_grad_fn(classifier, TemporalShuffle(), torch.Generator().manual_seed(2))(x, y)
+    g = torch.Generator().manual_seed(2)
+    perms = [torch.randperm(x.shape[2], generator=g) for _ in range(x.shape[0])]
+    shuffled = torch.stack([x[b][:, perm] for b, perm in enumerate(perms)])
+    _, at_shuffled = classifier_grad_fn(classifier)(shuffled, y)
+    for b, perm in enumerate(perms):
+        assert torch.allclose(grad[b][:, perm], at_shuffled[b], atol=1e-7)
+    with pytest.raises(ValueError, match="exact"):
+        defence_grad_fn(classifier, NoDefence(), gradient="magic")
+
+
+def _fd_check(defence, classifier, x, y, hs=(3e-2, 1e-2)):
+    loss, grad = full_gradient_grad_fn(classifier, defence)(x, y)
+
+    def total(v):
+        with torch.no_grad():
+            videos = defence.candidates(v, grad=True).videos
+            k = videos.shape[0]
+            return float(F.cross_entropy(classifier(videos.flatten(0, 1)), y.repeat(k), reduction="none").view(k, -1).mean(0).sum())
+
+    assert abs(total(x) - float(loss.sum())) < 1e-5
+    unit = grad / grad.norm()
+    mixed = unit + torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) / x.numel() ** 0.5
+    for direction in (unit, mixed / mixed.norm()):
+        analytic = float((grad * direction).sum())
+        for h in hs:
+            fd = (total(x + h * direction) - total(x - h * direction)) / (2 * h)
+            assert abs(fd - analytic) <= 0.02 * abs(analytic), (h, fd, analytic)
+    return grad
+
+
+def test_full_gradient_matches_finite_differences(tiny_purifier):
+    """Encode, temporal inversion, guided denoising (create_graph), decode and classifier, differentiated exactly.
+
+    lambda_temp=0 keeps the guided loss smooth (the L1 warp term has kinks) so finite differences are meaningful.
+    """
+    purifier = tiny_purifier(PurifyConfig(t_star=2, lambda_temp=0.0))
+    classifier = smooth_classifier(classes=12)
+    x = torch.rand(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    y = torch.tensor([3])
+    defence = VideoPureDefence(purifier)
+    grad = _fd_check(defence, classifier, x, y)
+    # checkpointing changes memory, not the gradient
+    _, plain = full_gradient_grad_fn(classifier, VideoPureDefence(purifier, checkpoint=False))(x, y)
+    assert torch.allclose(grad, plain, rtol=1e-4, atol=1e-9)
+    # and the guided step matters: without guidance the gradient is a different one
+    _, unguided = full_gradient_grad_fn(classifier, VideoPureDefence(purifier.with_config(guidance=False)))(x, y)
+    assert not torch.allclose(grad, unguided, rtol=1e-2)
+
+
+def test_full_gradient_through_flow(tiny_purifier):
+    """flow_grad=True adds the path through the flow estimator (held fixed by default)."""
+
+    def torch_flow(a, b):  # a differentiable toy flow estimator
+        return (b - a).mean(1, keepdim=True).repeat(1, 2, 1, 1) * 3.0
+
+    purifier = tiny_purifier(PurifyConfig(t_star=1, lambda_temp=50.0, warp_grad=True), flow=torch_flow)
+    classifier = smooth_classifier(classes=12)
+    x = torch.rand(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([2])
+    _, fixed = full_gradient_grad_fn(classifier, VideoPureDefence(purifier))(x, y)
+    _, through = full_gradient_grad_fn(classifier, VideoPureDefence(purifier, flow_grad=True))(x, y)
+    assert torch.isfinite(through).all() and float(through.abs().sum()) > 0
+    assert not torch.allclose(fixed, through, rtol=1e-3, atol=1e-9)
+
+
+def test_differentiable_raft_flow():
+    from videopure_core import RaftFlow, load_raft
+
+    torch.manual_seed(0)
+    flow_fn = differentiable_flow_fn(RaftFlow(load_raft("raft_small", None), iters=2))
+    a = torch.rand(1, 3, 16, 16, requires_grad=True)
+    b = torch.rand(1, 3, 16, 16)
+    flow = flow_fn(a, b)
+    assert flow.shape == (1, 2, 16, 16) and flow.requires_grad
+    (g,) = torch.autograd.grad(flow.sum(), a)
+    assert float(g.abs().sum()) > 0
+    with torch.no_grad():  # the plain RaftFlow computes the same flow
+        assert torch.allclose(RaftFlow(flow_fn.model.model, iters=2)(a, b), flow, atol=1e-5)
+
+
+def test_full_gradient_refuses_non_differentiable():
+    from videopure_core.defences import Jpeg
+
+    with pytest.raises(ValueError, match="not differentiable"):
+        full_gradient_grad_fn(smooth_classifier(), Jpeg())
+
+
+def test_sanity_zero_gradient_and_eot_warnings(clips):
+    x, y = clips
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 16 * 16, 5)).eval()
+    with torch.no_grad():
+        flat[1].weight.zero_()
+    check = ZeroGradientCheck(classifier_grad_fn(flat), "test")
+    with pytest.warns(SanityWarning, match="exactly zero for 2 of 2"):
+        pgd(check, x, y, steps=2)
+    assert check.zero_calls.tolist() == [2, 2] and check.flagged == [0, 1]
+    live = ZeroGradientCheck(classifier_grad_fn(smooth_classifier()), "test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pgd(live, x, y, steps=2)
+        assert check_eot(NoDefence(), 1) is None and check_eot(NoisyDefence(), 20) is None
+    assert live.flagged == []
+    with pytest.warns(SanityWarning, match="stochastic"):
+        assert "EOT" in check_eot(NoisyDefence(), 1)
