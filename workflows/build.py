@@ -1,0 +1,200 @@
+"""Write VideoPure's bundled workflows: UI format in workflows/*.json, API format in workflows/api/*.json.
+
+    python workflows/build.py           # (re)write the files
+    python workflows/build.py --check   # exit 1 if a file differs from what this script makes
+
+The graphs are defined here once; the node definitions come from the pack itself (loaded with the small
+ComfyUI stand-ins of the tests), the API files are the UI graphs converted by videopure_core.comfy_workflow, and
+tests/test_nodes_workflows.py checks that the files on disk are exactly what this script makes.
+Every workflow runs on the bundled small world; see docs/comfyui.md for switching to ModelScope weights.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from videopure_core.comfy_workflow import UIGraph, object_info_of, ui_to_api  # noqa: E402
+
+BUNDLED = "bundled: small world"
+WORLD_GUIDANCE = dict(guidance_reference="32,28,28")  # the paper's lambdas rescaled to the world's 16x8x8 latent
+
+NOTE_WORLD = (
+    "Runs on the small world bundled with VideoPure (64x64 clips of a shape moving left/right/up/down, its own "
+    "VAE + video UNet, RAFT-small and a 12-class classifier), on CPU or GPU.\n\n"
+    "For the paper's setting: put ModelScope text-to-video-ms-1.7b (diffusers folder) in models/videopure/, "
+    "raft_large_C_T_V1 weights in models/videopure_raft/ and a torchvision video classifier in "
+    "models/videopure_classifiers/, pick them in the loaders (RAFT arch raft_large), feed 32 frames at 224x224 "
+    "(VideoPure Fit Video) and clear guidance_reference. See docs/comfyui.md."
+)
+
+
+def object_info() -> dict:
+    import comfy_stub
+
+    with tempfile.TemporaryDirectory() as models, comfy_stub.installed(models):
+        pack = comfy_stub.load_pack()
+        return object_info_of(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS)
+
+
+def _loaders(g: UIGraph, x: float = 40, y: float = 60):
+    model = g.add("VideoPureDiffusionLoader", pos=(x, y), model=BUNDLED)
+    raft = g.add("VideoPureRAFTLoader", pos=(x, y + 150), weights=BUNDLED, arch="raft_small")
+    classifier = g.add("VideoPureClassifierLoader", pos=(x, y + 300), weights=BUNDLED)
+    return model, raft, classifier
+
+
+def paper_pipeline(info: dict) -> UIGraph:
+    """The full pipeline from the composable stage nodes: encode, invert, flow, 6 guided steps, decode, vote."""
+    g = UIGraph(info)
+    model, raft, classifier = _loaders(g)
+    clip = g.add("VideoPureWorldClip", pos=(40, 520), split="test", index=1, frames=16)
+    g.note(NOTE_WORLD, pos=(40, 700), size=(340, 330))
+    show_input = g.add("PreviewImage", title="input frames", pos=(440, 700))
+    encode = g.add("VideoPureVAEEncode", pos=(440, 60))
+    invert = g.add("VideoPureTemporalInversion", pos=(440, 220), t_star=6)
+    flow = g.add("VideoPureRAFTFlow", pos=(440, 450))
+    flow_image = g.add("VideoPureFlowImage", pos=(840, 700))
+    show_flow = g.add("PreviewImage", title="optical flow (latent grid, as colour)", pos=(840, 800))
+    g.connect(clip, "images", show_input, "images")
+    g.connect(model, "model", encode, "model")
+    g.connect(clip, "images", encode, "images")
+    g.connect(model, "model", invert, "model")
+    g.connect(encode, "latent", invert, "latent")
+    g.connect(raft, "raft", flow, "raft")
+    g.connect(clip, "images", flow, "images")
+    g.connect(encode, "latent", flow, "latent")
+    g.connect(flow, "flow", flow_image, "flow")
+    g.connect(flow_image, "flow_image", show_flow, "images")
+    previous, steps = invert, []
+    for i in range(6):
+        x, y = 840 + 400 * (i % 3), 60 + 320 * (i // 3)
+        step = g.add("VideoPureGuidedDenoiseStep", title=f"Guided Denoise Step {i + 1} (t={101 - 20 * i})",
+                     pos=(x, y), **WORLD_GUIDANCE)
+        g.connect(model, "model", step, "model")
+        g.connect(previous, "latent", step, "latent")
+        g.connect(flow, "flow", step, "flow")
+        previous = step
+        steps.append(step)
+    decode = g.add("VideoPureCandidateDecode", pos=(2040, 60))
+    vote = g.add("VideoPureClassifierVote", pos=(2040, 260))
+    show_vote = g.add("PreviewAny", title="vote", pos=(2440, 60))
+    save = g.add("SaveImage", title="purified frames (z_0^0)", pos=(2040, 440),
+                 filename_prefix="videopure/paper_pipeline")
+    show_all = g.add("PreviewImage", title="all candidates z_0^6 ... z_0^0", pos=(2440, 440))
+    g.connect(model, "model", decode, "model")
+    g.connect(previous, "candidates", decode, "candidates")
+    g.connect(classifier, "classifier", vote, "classifier")
+    g.connect(decode, "candidates", vote, "candidates")
+    g.connect(vote, "table", show_vote, "source")
+    g.connect(decode, "frames", save, "images")
+    g.connect(decode, "all_frames", show_all, "images")
+    g.group("models", [model, raft, classifier])
+    g.group("Algorithm 1: temporal DDIM inversion, then t* = 6 guided denoising steps", [encode, invert, flow, *steps])
+    g.group("multi-step voting", [decode, vote, show_vote])
+    return g
+
+
+def one_node(info: dict) -> UIGraph:
+    """The same pipeline in one VideoPure Purify node."""
+    g = UIGraph(info)
+    model, raft, classifier = _loaders(g)
+    clip = g.add("VideoPureWorldClip", pos=(40, 520), split="test", index=1, frames=16)
+    g.note(NOTE_WORLD, pos=(40, 700), size=(340, 330))
+    purify = g.add("VideoPurePurify", pos=(440, 60), **WORLD_GUIDANCE)
+    show_input = g.add("PreviewImage", title="input frames", pos=(440, 640))
+    show_vote = g.add("PreviewAny", title="vote", pos=(840, 60))
+    save = g.add("SaveImage", title="purified frames (z_0^0)", pos=(840, 400), filename_prefix="videopure/one_node")
+    show_all = g.add("PreviewImage", title="all candidates z_0^6 ... z_0^0", pos=(1240, 400))
+    g.connect(model, "model", purify, "model")
+    g.connect(clip, "images", purify, "images")
+    g.connect(raft, "raft", purify, "raft")
+    g.connect(classifier, "classifier", purify, "classifier")
+    g.connect(clip, "images", show_input, "images")
+    g.connect(purify, "vote_table", show_vote, "source")
+    g.connect(purify, "purified", save, "images")
+    g.connect(purify, "all_candidates", show_all, "images")
+    return g
+
+
+def attack_compare(info: dict) -> UIGraph:
+    """Clean vs attacked (PGD on the bare classifier) vs attacked + VideoPure."""
+    g = UIGraph(info)
+    model, raft, classifier = _loaders(g)
+    clip = g.add("VideoPureWorldClip", pos=(40, 520), split="test", index=1, frames=16)
+    g.note(NOTE_WORLD, pos=(40, 700), size=(340, 330))
+    attack = g.add("VideoPurePGDAttack", pos=(440, 60), epsilon=4.0, step_size=2.0, steps=10)
+    clean_cls = g.add("VideoPureClassify", title="clean, no defence", pos=(440, 420))
+    adv_cls = g.add("VideoPureClassify", title="attacked, no defence", pos=(840, 420))
+    purify = g.add("VideoPurePurify", title="attacked + VideoPure", pos=(840, 640), **WORLD_GUIDANCE)
+    show_clean = g.add("PreviewImage", title="clean frames", pos=(1240, 60))
+    show_adv = g.add("PreviewImage", title="attacked frames", pos=(1600, 60))
+    show_delta = g.add("PreviewImage", title="perturbation (x32, grey = 0)", pos=(1960, 60))
+    save = g.add("SaveImage", title="purified frames", pos=(2320, 60), filename_prefix="videopure/attack_compare")
+    text_report = g.add("PreviewAny", title="attack report", pos=(840, 60))
+    text_clean = g.add("PreviewAny", title="clean: prediction", pos=(1240, 460))
+    text_adv = g.add("PreviewAny", title="attacked: prediction", pos=(1700, 460))
+    text_vote = g.add("PreviewAny", title="attacked + VideoPure: vote", pos=(2160, 460))
+    g.connect(classifier, "classifier", attack, "classifier")
+    g.connect(clip, "images", attack, "images")
+    g.connect(clip, "label", attack, "label")
+    g.connect(classifier, "classifier", clean_cls, "classifier")
+    g.connect(clip, "images", clean_cls, "images")
+    g.connect(classifier, "classifier", adv_cls, "classifier")
+    g.connect(attack, "adversarial", adv_cls, "images")
+    g.connect(model, "model", purify, "model")
+    g.connect(attack, "adversarial", purify, "images")
+    g.connect(raft, "raft", purify, "raft")
+    g.connect(classifier, "classifier", purify, "classifier")
+    g.connect(clip, "images", show_clean, "images")
+    g.connect(attack, "adversarial", show_adv, "images")
+    g.connect(attack, "perturbation", show_delta, "images")
+    g.connect(purify, "purified", save, "images")
+    g.connect(attack, "report", text_report, "source")
+    g.connect(clean_cls, "table", text_clean, "source")
+    g.connect(adv_cls, "table", text_adv, "source")
+    g.connect(purify, "vote_table", text_vote, "source")
+    return g
+
+
+WORKFLOWS = {
+    "videopure_paper_pipeline": paper_pipeline,
+    "videopure_one_node": one_node,
+    "videopure_attack_compare": attack_compare,
+}
+
+
+def render(info: dict | None = None) -> dict[Path, str]:
+    """{path: file text} of every bundled workflow, UI and API format."""
+    info = info or object_info()
+    files = {}
+    for name, build in WORKFLOWS.items():
+        ui = build(info).ui()
+        files[HERE / f"{name}.json"] = json.dumps(ui, indent=2) + "\n"
+        files[HERE / "api" / f"{name}.json"] = json.dumps(ui_to_api(ui, info), indent=2) + "\n"
+    return files
+
+
+def main(argv: list[str]) -> int:
+    files = render()
+    if "--check" in argv:
+        stale = [str(p.relative_to(REPO)) for p, text in files.items() if not p.is_file() or p.read_text() != text]
+        print("stale: " + ", ".join(stale) if stale else "workflows are up to date")
+        return 1 if stale else 0
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        print(f"wrote {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
