@@ -1,0 +1,175 @@
+"""The bundled workflows against the node definitions (no ComfyUI needed), the UI <-> API conversion and checks
+they rely on, and the headless client's pieces that need no server."""
+
+import copy
+import importlib.util
+import json
+
+import pytest
+
+import comfy_stub
+from videopure_core.comfy_client import WorkflowError, WorkflowResult, load_workflow, set_inputs
+from videopure_core.comfy_workflow import (
+    CORE_NODES,
+    UIGraph,
+    check_api,
+    check_ui,
+    is_widget,
+    object_info_of,
+    ordered_inputs,
+    ui_to_api,
+)
+
+WORKFLOWS = comfy_stub.REPO / "workflows"
+NAMES = ["videopure_attack_compare", "videopure_one_node", "videopure_paper_pipeline"]
+
+
+@pytest.fixture(scope="module")
+def info(tmp_path_factory):
+    with comfy_stub.installed(tmp_path_factory.mktemp("models")):
+        pack = comfy_stub.load_pack()
+        return object_info_of(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS)
+
+
+def _ui(name):
+    return json.loads((WORKFLOWS / f"{name}.json").read_text())
+
+
+def _api(name):
+    return load_workflow(WORKFLOWS / "api" / f"{name}.json")
+
+
+def test_the_three_workflows_are_there_in_both_formats():
+    assert sorted(p.stem for p in WORKFLOWS.glob("*.json")) == NAMES
+    assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_workflow_fits_the_node_definitions(info, name):
+    ui = _ui(name)
+    assert check_ui(ui, info) == []
+    types = {n["type"] for n in ui["nodes"]}
+    assert types <= set(info) | {"Note"}  # only VideoPure nodes and core nodes present in 0.3.75 and 0.33
+    assert {t for t in types if not t.startswith("VideoPure")} <= set(CORE_NODES) | {"Note"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_workflow_fits_the_node_definitions_and_equals_the_ui_one(info, name):
+    api = _api(name)
+    assert check_api(api, info) == []
+    assert ui_to_api(_ui(name), info) == api
+    loaders = [n for n in api.values() if n["class_type"].endswith("Loader")]
+    assert len(loaders) == 3 and all(n["inputs"].get("model", n["inputs"].get("weights")) == "bundled: small world"
+                                     for n in loaders)
+
+
+def test_paper_pipeline_chains_t_star_guided_steps_from_the_inversion(info):
+    api = _api("videopure_paper_pipeline")
+    (inversion,) = [k for k, n in api.items() if n["class_type"] == "VideoPureTemporalInversion"]
+    steps = [k for k, n in api.items() if n["class_type"] == "VideoPureGuidedDenoiseStep"]
+    assert len(steps) == api[inversion]["inputs"]["t_star"] == 6
+    source, chain = inversion, []
+    while True:
+        nxt = [k for k in steps if api[k]["inputs"]["latent"] == [source, 0]]
+        if not nxt:
+            break
+        source = nxt[0]
+        chain.append(source)
+    assert sorted(chain) == sorted(steps)
+    (decode,) = [n for n in api.values() if n["class_type"] == "VideoPureCandidateDecode"]
+    assert decode["inputs"]["candidates"] == [chain[-1], 1]
+
+
+def test_files_are_what_workflows_build_py_makes(info):
+    spec = importlib.util.spec_from_file_location("build_workflows", WORKFLOWS / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    stale = [str(p) for p, text in build.render(info).items() if p.read_text() != text]
+    assert stale == [], "run `python workflows/build.py` after changing nodes or workflows"
+
+
+# --- the checks can fail ----------------------------------------------------------------------------------------
+
+
+def test_checks_catch_wrong_values_types_and_positions(info):
+    ui, api = _ui("videopure_one_node"), _api("videopure_one_node")
+    purify_ui = next(n for n in ui["nodes"] if n["type"] == "VideoPurePurify")
+    purify_id = str(purify_ui["id"])
+
+    swapped = copy.deepcopy(ui)  # t_star and temporal exchanged: a reordered widget list
+    node = next(n for n in swapped["nodes"] if n["id"] == purify_ui["id"])
+    node["widgets_values"][0], node["widgets_values"][1] = node["widgets_values"][1], node["widgets_values"][0]
+    assert any("t_star=True is not an integer" in p for p in check_ui(swapped, info))
+
+    short = copy.deepcopy(ui)
+    next(n for n in short["nodes"] if n["id"] == purify_ui["id"])["widgets_values"].pop()
+    assert any("widget values, expected" in p for p in check_ui(short, info))
+
+    wrong_link = copy.deepcopy(ui)  # the model wire retyped as IMAGE
+    link = next(lk for lk in wrong_link["links"] if lk[3] == purify_ui["id"] and lk[5] == "VIDEOPURE_MODEL")
+    link[5] = "IMAGE"
+    assert any("type IMAGE" in p for p in check_ui(wrong_link, info))
+
+    bad = copy.deepcopy(api)
+    bad[purify_id]["inputs"]["t_star"] = 0
+    bad[purify_id]["inputs"]["images"] = ["1", 0]  # a VIDEOPURE_MODEL into IMAGE
+    bad[purify_id]["inputs"]["colour"] = 1
+    del bad[purify_id]["inputs"]["model"]
+    bad["99"] = {"class_type": "NoSuchNode", "inputs": {}}
+    problems = " | ".join(check_api(bad, info))
+    for expected in ("t_star=0 is below its minimum 1", "gets VIDEOPURE_MODEL", "unknown input 'colour'",
+                     "required input 'model' is missing", "unknown class_type 'NoSuchNode'"):
+        assert expected in problems
+
+
+def test_seed_widgets_store_a_control_value_and_linked_widgets_keep_theirs():
+    info = {
+        "Sampler": {"input": {"required": {"latent": ["LATENT", {}], "seed": ["INT", {"default": 5}],
+                                           "steps": ["INT", {"default": 20, "min": 1}]}},
+                    "output": ["LATENT"], "output_name": ["LATENT"], "output_node": True},
+        "Number": {"input": {"required": {}}, "output": ["INT", "LATENT"], "output_name": ["n", "latent"]},
+    }
+    g = UIGraph(info)
+    number, sampler = g.add("Number"), g.add("Sampler", seed=7)
+    g.connect(number, "latent", sampler, "latent")
+    g.connect(number, "n", sampler, "steps")
+    ui = g.ui()
+    assert ui["nodes"][1]["widgets_values"] == [7, "fixed", 20]
+    assert ui["nodes"][1]["inputs"][1] == {"name": "steps", "type": "INT", "link": 2, "widget": {"name": "steps"}}
+    assert check_ui(ui, info) == []
+    assert ui_to_api(ui, info)["2"]["inputs"] == {"latent": ["1", 1], "seed": 7, "steps": ["1", 0]}
+
+
+def test_widget_inputs_follow_definition_order(info):
+    names = [n for n, _, s in ordered_inputs(info["VideoPurePGDAttack"]) if is_widget(s)]
+    assert names == ["label", "epsilon", "step_size", "steps", "norm", "random_start", "start_seed"]
+
+
+# --- headless client pieces -------------------------------------------------------------------------------------
+
+
+def test_client_refuses_ui_files_and_sets_inputs(tmp_path):
+    with pytest.raises(ValueError, match="UI-format workflow.*workflows/api/"):
+        load_workflow(WORKFLOWS / "videopure_one_node.json")
+    api = _api("videopure_one_node")
+    changed = set_inputs(api, ["4.index=7", '4.split="val"', "6.guidance_reference=32,28,28"])
+    assert changed["4"]["inputs"]["index"] == 7 and changed["4"]["inputs"]["split"] == "val"
+    assert changed["6"]["inputs"]["guidance_reference"] == "32,28,28" and api["4"]["inputs"]["index"] == 1
+    with pytest.raises(ValueError, match="no node '42'"):
+        set_inputs(api, ["42.index=1"])
+    with pytest.raises(ValueError, match="NODE.INPUT=VALUE"):
+        set_inputs(api, ["index=1"])
+
+
+def test_client_reads_history_entries():
+    entry = {"status": {"status_str": "success", "messages": []},
+             "outputs": {"8": {"text": ["vote table"]},
+                         "9": {"images": [{"filename": "a.png", "subfolder": "videopure", "type": "output"}]}}}
+    result = WorkflowResult("p1", entry, 1.5)
+    assert result.texts == {"8": ["vote table"]}
+    assert result.images == [{"node_id": "9", "filename": "a.png", "subfolder": "videopure", "type": "output"}]
+    failed = {"status": {"status_str": "error", "messages": [["execution_error", {
+        "node_id": "1", "node_type": "VideoPureDiffusionLoader", "exception_type": "ModelNotFoundError",
+        "exception_message": "No diffusion model folder 'x'"}]]}}
+    err = WorkflowError(failed)
+    assert str(err) == "node 1 (VideoPureDiffusionLoader) raised ModelNotFoundError: No diffusion model folder 'x'"
