@@ -379,6 +379,10 @@ class UIGraph:
             self._placed[node_id] = pos
         return node_id
 
+    def place(self, node_id: int, pos: tuple[float, float]) -> None:
+        """Fix a node's position (nodes never placed are laid out in columns by depth)."""
+        self._placed[node_id] = pos
+
     def note(self, text: str, pos: tuple[float, float], size: tuple[float, float] = (420, 220)) -> int:
         node_id = len(self.nodes) + 1
         self.nodes.append({"id": node_id, "type": "Note", "pos": list(pos), "size": list(size), "flags": {},
@@ -435,7 +439,7 @@ class UIGraph:
         for g in self.groups:
             members = [self.nodes[i - 1] for i in g["nodes"]]
             x0 = min(n["pos"][0] for n in members) - 20
-            y0 = min(n["pos"][1] for n in members) - 60
+            y0 = min(n["pos"][1] for n in members) - 90
             x1 = max(n["pos"][0] + n["size"][0] for n in members) + 20
             y1 = max(n["pos"][1] + n["size"][1] for n in members) + 20
             groups.append({"title": g["title"], "bounding": [x0, y0, x1 - x0, y1 - y0], "color": g["color"],

@@ -43,26 +43,33 @@ def object_info() -> dict:
         return object_info_of(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS)
 
 
-def _loaders(g: UIGraph, x: float = 40, y: float = 60):
-    model = g.add("VideoPureDiffusionLoader", pos=(x, y), model=BUNDLED)
-    raft = g.add("VideoPureRAFTLoader", pos=(x, y + 150), weights=BUNDLED, arch="raft_small")
-    classifier = g.add("VideoPureClassifierLoader", pos=(x, y + 300), weights=BUNDLED)
-    return model, raft, classifier
+def stack(g: UIGraph, x: float, nodes: list[int], y: float = 60, gap: float = 70) -> float:
+    """Place nodes one under the other at column x (gap leaves room for the title bars); returns the next y."""
+    for node in nodes:
+        g.place(node, (x, y))
+        y += g.nodes[node - 1]["size"][1] + gap
+    return y
+
+
+def _sources(g: UIGraph) -> tuple[int, int, int, int]:
+    """The three loaders on the bundled world, a test clip and the note, in the first column."""
+    model = g.add("VideoPureDiffusionLoader", model=BUNDLED)
+    raft = g.add("VideoPureRAFTLoader", weights=BUNDLED, arch="raft_small")
+    classifier = g.add("VideoPureClassifierLoader", weights=BUNDLED)
+    clip = g.add("VideoPureWorldClip", split="test", index=1, frames=16)
+    note = g.note(NOTE_WORLD, pos=(0, 0), size=(340, 330))
+    stack(g, 40, [model, raft, classifier, clip, note])
+    return model, raft, classifier, clip
 
 
 def paper_pipeline(info: dict) -> UIGraph:
     """The full pipeline from the composable stage nodes: encode, invert, flow, 6 guided steps, decode, vote."""
     g = UIGraph(info)
-    model, raft, classifier = _loaders(g)
-    clip = g.add("VideoPureWorldClip", pos=(40, 520), split="test", index=1, frames=16)
-    g.note(NOTE_WORLD, pos=(40, 700), size=(340, 330))
-    show_input = g.add("PreviewImage", title="input frames", pos=(440, 700))
-    encode = g.add("VideoPureVAEEncode", pos=(440, 60))
-    invert = g.add("VideoPureTemporalInversion", pos=(440, 220), t_star=6)
-    flow = g.add("VideoPureRAFTFlow", pos=(440, 450))
-    flow_image = g.add("VideoPureFlowImage", pos=(840, 700))
-    show_flow = g.add("PreviewImage", title="optical flow (latent grid, as colour)", pos=(840, 800))
-    g.connect(clip, "images", show_input, "images")
+    model, raft, classifier, clip = _sources(g)
+    encode = g.add("VideoPureVAEEncode")
+    invert = g.add("VideoPureTemporalInversion", t_star=6)
+    flow = g.add("VideoPureRAFTFlow")
+    stack(g, 440, [encode, invert, flow])
     g.connect(model, "model", encode, "model")
     g.connect(clip, "images", encode, "images")
     g.connect(model, "model", invert, "model")
@@ -70,24 +77,30 @@ def paper_pipeline(info: dict) -> UIGraph:
     g.connect(raft, "raft", flow, "raft")
     g.connect(clip, "images", flow, "images")
     g.connect(encode, "latent", flow, "latent")
-    g.connect(flow, "flow", flow_image, "flow")
-    g.connect(flow_image, "flow_image", show_flow, "images")
     previous, steps = invert, []
     for i in range(6):
-        x, y = 840 + 400 * (i % 3), 60 + 320 * (i // 3)
         step = g.add("VideoPureGuidedDenoiseStep", title=f"Guided Denoise Step {i + 1} (t={101 - 20 * i})",
-                     pos=(x, y), **WORLD_GUIDANCE)
+                     **WORLD_GUIDANCE)
         g.connect(model, "model", step, "model")
         g.connect(previous, "latent", step, "latent")
         g.connect(flow, "flow", step, "flow")
         previous = step
         steps.append(step)
-    decode = g.add("VideoPureCandidateDecode", pos=(2040, 60))
-    vote = g.add("VideoPureClassifierVote", pos=(2040, 260))
-    show_vote = g.add("PreviewAny", title="vote", pos=(2440, 60))
-    save = g.add("SaveImage", title="purified frames (z_0^0)", pos=(2040, 440),
-                 filename_prefix="videopure/paper_pipeline")
-    show_all = g.add("PreviewImage", title="all candidates z_0^6 ... z_0^0", pos=(2440, 440))
+    for column in range(3):
+        bottom = stack(g, 840 + 400 * column, [steps[column], steps[column + 3]])
+    decode = g.add("VideoPureCandidateDecode")
+    vote = g.add("VideoPureClassifierVote")
+    save = g.add("SaveImage", title="purified frames (z_0^0)", filename_prefix="videopure/paper_pipeline")
+    stack(g, 2040, [decode, vote, save])
+    show_vote = g.add("PreviewAny", title="vote")
+    show_all = g.add("PreviewImage", title="all candidates z_0^6 ... z_0^0")
+    stack(g, 2440, [show_vote, show_all])
+    flow_image = g.add("VideoPureFlowImage")
+    show_flow = g.add("PreviewImage", title="optical flow (latent grid, as colour)")
+    show_input = g.add("PreviewImage", title="input frames")
+    stack(g, 840, [flow_image], y=bottom)
+    stack(g, 1240, [show_flow], y=bottom)
+    stack(g, 1640, [show_input], y=bottom)
     g.connect(model, "model", decode, "model")
     g.connect(previous, "candidates", decode, "candidates")
     g.connect(classifier, "classifier", vote, "classifier")
@@ -95,7 +108,10 @@ def paper_pipeline(info: dict) -> UIGraph:
     g.connect(vote, "table", show_vote, "source")
     g.connect(decode, "frames", save, "images")
     g.connect(decode, "all_frames", show_all, "images")
-    g.group("models", [model, raft, classifier])
+    g.connect(flow, "flow", flow_image, "flow")
+    g.connect(flow_image, "flow_image", show_flow, "images")
+    g.connect(clip, "images", show_input, "images")
+    g.group("models and input", [model, raft, classifier, clip])
     g.group("Algorithm 1: temporal DDIM inversion, then t* = 6 guided denoising steps", [encode, invert, flow, *steps])
     g.group("multi-step voting", [decode, vote, show_vote])
     return g
@@ -104,14 +120,15 @@ def paper_pipeline(info: dict) -> UIGraph:
 def one_node(info: dict) -> UIGraph:
     """The same pipeline in one VideoPure Purify node."""
     g = UIGraph(info)
-    model, raft, classifier = _loaders(g)
-    clip = g.add("VideoPureWorldClip", pos=(40, 520), split="test", index=1, frames=16)
-    g.note(NOTE_WORLD, pos=(40, 700), size=(340, 330))
-    purify = g.add("VideoPurePurify", pos=(440, 60), **WORLD_GUIDANCE)
-    show_input = g.add("PreviewImage", title="input frames", pos=(440, 640))
-    show_vote = g.add("PreviewAny", title="vote", pos=(840, 60))
-    save = g.add("SaveImage", title="purified frames (z_0^0)", pos=(840, 400), filename_prefix="videopure/one_node")
-    show_all = g.add("PreviewImage", title="all candidates z_0^6 ... z_0^0", pos=(1240, 400))
+    model, raft, classifier, clip = _sources(g)
+    purify = g.add("VideoPurePurify", **WORLD_GUIDANCE)
+    stack(g, 440, [purify])
+    show_vote = g.add("PreviewAny", title="vote")
+    show_input = g.add("PreviewImage", title="input frames")
+    stack(g, 840, [show_vote, show_input])
+    save = g.add("SaveImage", title="purified frames (z_0^0)", filename_prefix="videopure/one_node")
+    show_all = g.add("PreviewImage", title="all candidates z_0^6 ... z_0^0")
+    stack(g, 1320, [save, show_all])
     g.connect(model, "model", purify, "model")
     g.connect(clip, "images", purify, "images")
     g.connect(raft, "raft", purify, "raft")
@@ -126,21 +143,24 @@ def one_node(info: dict) -> UIGraph:
 def attack_compare(info: dict) -> UIGraph:
     """Clean vs attacked (PGD on the bare classifier) vs attacked + VideoPure."""
     g = UIGraph(info)
-    model, raft, classifier = _loaders(g)
-    clip = g.add("VideoPureWorldClip", pos=(40, 520), split="test", index=1, frames=16)
-    g.note(NOTE_WORLD, pos=(40, 700), size=(340, 330))
-    attack = g.add("VideoPurePGDAttack", pos=(440, 60), epsilon=4.0, step_size=2.0, steps=10)
-    clean_cls = g.add("VideoPureClassify", title="clean, no defence", pos=(440, 420))
-    adv_cls = g.add("VideoPureClassify", title="attacked, no defence", pos=(840, 420))
-    purify = g.add("VideoPurePurify", title="attacked + VideoPure", pos=(840, 640), **WORLD_GUIDANCE)
-    show_clean = g.add("PreviewImage", title="clean frames", pos=(1240, 60))
-    show_adv = g.add("PreviewImage", title="attacked frames", pos=(1600, 60))
-    show_delta = g.add("PreviewImage", title="perturbation (x32, grey = 0)", pos=(1960, 60))
-    save = g.add("SaveImage", title="purified frames", pos=(2320, 60), filename_prefix="videopure/attack_compare")
-    text_report = g.add("PreviewAny", title="attack report", pos=(840, 60))
-    text_clean = g.add("PreviewAny", title="clean: prediction", pos=(1240, 460))
-    text_adv = g.add("PreviewAny", title="attacked: prediction", pos=(1700, 460))
-    text_vote = g.add("PreviewAny", title="attacked + VideoPure: vote", pos=(2160, 460))
+    model, raft, classifier, clip = _sources(g)
+    attack = g.add("VideoPurePGDAttack", epsilon=4.0, step_size=2.0, steps=10)
+    clean_cls = g.add("VideoPureClassify", title="clean, no defence")
+    adv_cls = g.add("VideoPureClassify", title="attacked, no defence")
+    stack(g, 440, [attack, clean_cls, adv_cls])
+    purify = g.add("VideoPurePurify", title="attacked + VideoPure", **WORLD_GUIDANCE)
+    stack(g, 840, [purify])
+    text_report = g.add("PreviewAny", title="attack report")
+    text_clean = g.add("PreviewAny", title="clean: prediction")
+    text_adv = g.add("PreviewAny", title="attacked: prediction")
+    text_vote = g.add("PreviewAny", title="attacked + VideoPure: vote")
+    stack(g, 1240, [text_report, text_clean, text_adv, text_vote])
+    show_clean = g.add("PreviewImage", title="clean frames")
+    show_adv = g.add("PreviewImage", title="attacked frames")
+    stack(g, 1720, [show_clean, show_adv])
+    show_delta = g.add("PreviewImage", title="perturbation (x32, grey = 0)")
+    save = g.add("SaveImage", title="purified frames", filename_prefix="videopure/attack_compare")
+    stack(g, 2100, [show_delta, save])
     g.connect(classifier, "classifier", attack, "classifier")
     g.connect(clip, "images", attack, "images")
     g.connect(clip, "label", attack, "label")
