@@ -177,11 +177,13 @@ def test_applies_and_eot_collapse(tmp_path, tiny_purifier):
     defences = {"shuffle": build_defence("shuffle"), "jpeg": t.defences["jpeg"]}
     with pytest.warns(UserWarning, match="stochastic"):
         evaluate(t.data, t.classifier, defences, ["eot+bpda", "tt+bpda"], AttackSettings(steps=1, eot_reps=3, tt_shift=1),
-                 str(tmp_path), attack_clips={"tt+bpda": 1}, progress=False)
+                 str(tmp_path), attack_clips={"tt+bpda": 1, "jpeg/eot+bpda": 2}, progress=False)
     recs = {(r["defence"], r["attack"], r["clip"]): r for r in load_records(tmp_path)}
     assert recs[("shuffle", "eot+bpda", "world-test-00000")]["eot_reps"] == 3
     assert recs[("jpeg", "eot+bpda", "world-test-00000")]["eot_reps"] == 1  # deterministic: one draw is exact
     assert sum(1 for k in recs if k[1] == "tt+bpda") == 2  # first clip only, two defences
+    assert sum(1 for k in recs if k[:2] == ("jpeg", "eot+bpda")) == 2  # a per-cell limit
+    assert sum(1 for k in recs if k[:2] == ("shuffle", "eot+bpda")) == 3
     assert recs[("shuffle", "tt+bpda", "world-test-00000")]["warnings"]
 
 
@@ -194,9 +196,10 @@ def test_cli_quick_and_report_only(tmp_path):
             "--config", "t_star=1", "lambda_temp=0", "--out", str(out), "--no-progress"]
     assert main(args) == 0
     run = json.loads((out / "run.json").read_text())
-    assert run["settings"]["steps"] == 2 and run["attack_clips"]["pgd+full"] == 2 and run["config"]["t_star"] == 1
+    assert run["settings"]["steps"] == 2 and run["attack_clips"]["pgd+full"] == 1 and run["config"]["t_star"] == 1
+    assert run["frames"] == 4  # the explicit option wins over the preset's 8
     recs = load_records(out)
-    assert len(recs) == 2 * (2 + 3 + 3) + 2  # pgd+full: videopure only
+    assert len(recs) == 2 * (2 + 3 + 3) + 1  # pgd+full: videopure only, first clip only (preset)
     assert {"table1.md", "table1.csv", "report.md", "loss.png", "table10.md", "records.jsonl"} <= {p.name for p in out.iterdir()}
     (out / "table1.md").unlink()
     assert main(["eval", "--report-only", "--out", str(out)]) == 0

@@ -20,9 +20,11 @@ HELP = "Evaluate robustness: defences x attacks on clips; writes per-video recor
 # Settings a preset fills in unless given on the command line (None = use the base default below).
 PRESETS = {
     "paper": dict(eps=4.0, step=2.0, steps=10, eot_reps=20, tt_shift=7, norm="linf"),
-    "quick": dict(clips=6, steps=2, eot_reps=2, tt_shift=1, batch_size=6, attack_clips="pgd+full=2,tt+bpda=3,eot+bpda=3"),
+    "quick": dict(clips=4, frames=8, steps=2, eot_reps=2, tt_shift=1, batch_size=4,
+                  attack_clips="tt+bpda=2,eot+bpda=2,pgd+full=1"),
 }
-BASE = dict(clips=12, eps=4.0, step=2.0, steps=10, eot_reps=20, tt_shift=7, norm="linf", batch_size=4, attack_clips="")
+BASE = dict(clips=12, frames=None, eps=4.0, step=2.0, steps=10, eot_reps=20, tt_shift=7, norm="linf", batch_size=4,
+            attack_clips="")
 
 # The small world's purifier settings: the paper's hyperparameters with the guidance step rescaled from the paper's
 # 32x28x28 latent to the world's (PurifyConfig.guidance_reference; the same choice as `videopure evaluate-world`).
@@ -32,7 +34,7 @@ WORLD_CONFIG = {"guidance_reference": (32, 28, 28)}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to run")
     g.add_argument("--preset", choices=sorted(PRESETS), help="paper: eps 4/255, step 2/255, 10 steps, EOT 20, TT L=7; "
-                   "quick: 6 clips, 2 steps, EOT 2, TT L=1, expensive attacks on 2-3 clips")
+                   "quick: 4 clips of 8 frames, 2 steps, EOT 2, TT L=1, expensive attacks on 1-2 clips")
     g.add_argument("--quick", action="store_true", help="the same as --preset quick")
     g.add_argument("--defences", default="all", help="comma-separated defence specs (default all: " 
                    "none,videopure,ddim-inversion,diffpure-ddim,diffpure-ddpm,jpeg,wavelet,shuffle); options as "
@@ -40,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--attacks", default="all", help="comma-separated (default all: clean,pgd,pgd+bpda,tt,tt+bpda,"
                    "eot+bpda,pgd+full)")
     g.add_argument("--ablations", action="store_true", help="add Table IV's VideoPure ablations as defences")
-    g.add_argument("--attack-clips", help="limit attacks to the first N clips, e.g. pgd+full=20,eot+bpda=50")
+    g.add_argument("--attack-clips", help="limit attacks to the first N clips, e.g. pgd+full=20,eot+bpda=50; one cell "
+                   "with DEFENCE/ATTACK=N, e.g. diffpure-ddpm/eot+bpda=6")
     g.add_argument("--out", default="results", help="results folder (records, tables, plot); reruns resume")
     g.add_argument("--report-only", action="store_true", help="only rebuild the reports from the records in --out")
 
@@ -219,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         purifier, classifier, classes, models = _models(args, config, needs_diffusion)
         if args.classes:
             classes = read_classes(args.classes)
-        dataset = load_dataset(args.data, r["clips"], args.frames, args.size, classes)
+        dataset = load_dataset(args.data, r["clips"], r["frames"], args.size, classes)
         defences = {s: build_defence(s, purifier) for s in specs}
         attack_purifier = purifier.with_config(**attack_changes) if (purifier is not None and attack_changes) else None
         attack_defences = {s: build_defence(s, attack_purifier) if attack_purifier is not None and parse_spec(s)[0] in
@@ -231,12 +234,13 @@ def run(args: argparse.Namespace) -> int:
         attack_clips = {}
         for item in filter(None, (x.strip() for x in r["attack_clips"].split(","))):
             name, _, n = item.partition("=")
-            if name not in ATTACKS or not n.isdigit():
-                raise SystemExit(f"videopure eval: --attack-clips entry {item!r} is not ATTACK=N (e.g. pgd+full=20).")
+            if name.rpartition("/")[2] not in ATTACKS or not n.isdigit():
+                raise SystemExit(f"videopure eval: --attack-clips entry {item!r} is not ATTACK=N or DEFENCE/ATTACK=N "
+                                 f"(e.g. pgd+full=20, diffpure-ddpm/eot+bpda=6).")
             attack_clips[name] = int(n)
         run_info = {
             "command": "videopure eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),
-            "data": args.data, "clips": len(dataset), "frames": args.frames, "size": args.size, "models": models,
+            "data": args.data, "clips": len(dataset), "frames": r["frames"], "size": args.size, "models": models,
             "settings": {**vars(settings), "eps_255": settings.eps * 255 if settings.norm == "linf" else None,
                          "flow_grad": args.flow_grad},
             "config": {k: v for k, v in vars(config).items() if k != "device"},

@@ -164,22 +164,25 @@ def evaluate(
 ) -> int:
     """Run every missing (defence, attack, clip) of this rank's shard and append the records; returns how many.
 
-    Clips are sharded round-robin: rank r takes clips r, r + world_size, ... `attack_clips[attack] = n` restricts
-    an expensive attack to the first n clips of the dataset.
+    Clips are sharded round-robin: rank r takes clips r, r + world_size, ... `attack_clips["eot+bpda"] = n`
+    restricts an expensive attack to the first n clips of the dataset, `attack_clips["diffpure-ddpm/eot+bpda"] = n`
+    one (defence, attack) cell (this wins over the attack's limit).
     """
     from tqdm.auto import tqdm
 
     from ..progress import TqdmCallback
 
     attack_defences = attack_defences or defences
-    attack_clips = attack_clips or {}
+    limits = attack_clips or {}
+
+    def limit(defence: str, attack: str) -> int:
+        return limits.get(f"{defence}/{attack}", limits.get(attack, len(dataset)))
+
     writer = RecordWriter(out, rank)
     indexed = list(enumerate(dataset.clips))[rank::world_size]
     units = [(a, d) for a in attacks for d in defences if applies(a, defences[d])[0]]
-    total = sum(1 for i, _ in indexed for a, _ in units if i < attack_clips.get(a, len(dataset)))
-    done_before = sum(
-        1 for i, c in indexed for a, d in units if i < attack_clips.get(a, len(dataset)) and (d, a, c.id) in writer.done
-    )
+    total = sum(1 for i, _ in indexed for a, d in units if i < limit(d, a))
+    done_before = sum(1 for i, c in indexed for a, d in units if i < limit(d, a) and (d, a, c.id) in writer.done)
     bar = tqdm(total=total, initial=done_before, desc=f"eval rank {rank}" if world_size > 1 else "eval",
                disable=not progress, position=rank, unit="cell")
     written = 0
@@ -192,8 +195,7 @@ def evaluate(
                 for name, defence in defences.items():
                     if not applies(attack, defence)[0]:
                         continue
-                    todo = [(i, c) for i, c in batch
-                            if i < attack_clips.get(attack, len(dataset)) and (name, attack, c.id) not in writer.done]
+                    todo = [(i, c) for i, c in batch if i < limit(name, attack) and (name, attack, c.id) not in writer.done]
                     if not todo:
                         continue
                     if videos is None:
@@ -206,7 +208,7 @@ def evaluate(
                     if attack in GRAY_BOX:  # crafted once per batch on the bare classifier, shared by all defences
                         if attack not in cache:
                             start = time.perf_counter()
-                            eligible = [k for k, (i, _) in enumerate(batch) if i < attack_clips.get(attack, len(dataset))]
+                            eligible = [k for k, (i, _) in enumerate(batch) if any(i < limit(d, attack) for d in defences)]
                             crafted = craft(attack, videos[eligible], labels[eligible], [batch[k][1].id for k in eligible],
                                             classifier, None, settings, None, stages)
                             cache[attack] = (eligible, crafted, (time.perf_counter() - start) / len(eligible))
