@@ -24,7 +24,7 @@ from videopure_core.evaluation import (
     write_reports,
 )
 from videopure_core.evaluation.plot import line_plot, nice_ticks
-from videopure_core.evaluation.report import loss_curves, table_one_markdown
+from videopure_core.evaluation.report import loss_curves, ordering, table_one_markdown
 from videopure_core.io import write_frames
 from videopure_core.world.models import WorldClassifier
 
@@ -116,10 +116,13 @@ def test_tables_from_records(tmp_path):
     assert [r["defence"] for r in four] == ["ddim-inversion", "videopure"]
     assert four[0]["modules"] == (False, False, False) and four[1]["pgd+bpda"] == (1, 2)
     assert loss_curves(recs) == {"VideoPure": [2.0, 3.0]}
+    order = ordering(rows, ["clean", "pgd"])
+    assert order[1] == ("- PGD: here VideoPure > None > DDIM Inversion; paper VideoPure > DDIM Inversion > None "
+                        "(83% of 3 pairs in the paper's order)")  # the None/DDIM-inversion tie counts half
     paths = write_reports(recs, tmp_path, {"command": "videopure eval ..."})
     assert set(paths) == {"table1", "table4", "loss", "report"}
     report = (tmp_path / "report.md").read_text()
-    assert "Table I layout" in report and "Table IV layout" in report and "![loss](loss.png)" in report
+    assert "Ordering against the paper" in report and "Table I layout" in report and "Table IV layout" in report and "![loss](loss.png)" in report
     assert "videopure,pgd,100.00,2,2" in (tmp_path / "table1.csv").read_text()
     assert "| VideoPure | 0.500 |" in (tmp_path / "table10.md").read_text()  # clean records only
 

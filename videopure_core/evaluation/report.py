@@ -156,17 +156,22 @@ def table_ten(records: Sequence[dict], rows_one: list[dict]) -> list[dict]:
         for r in clean:
             for s, t in r.get("timings", {}).items():
                 stages[s] += t / len(clean)
+        peaks = [r["peak_gpu_mb"] for r in clean if r.get("peak_gpu_mb")]
         out.append({"defence": d, "seconds": sum(r["defence_seconds"] for r in clean) / len(clean),
-                    "stages": dict(stages), "average": average.get(d), "n": len(clean)})
+                    "stages": dict(stages), "average": average.get(d), "n": len(clean),
+                    "peak_gpu_mb": max(peaks) if peaks else None})
     return out
 
 
 def table_ten_markdown(rows: list[dict]) -> str:
-    lines = ["| Defence | Time (s / video) | stages (s / video) | Avg. Defence (%) |", "|---|---|---|---|"]
+    gpu = any(r.get("peak_gpu_mb") for r in rows)
+    head = "| Defence | Time (s / video) | stages (s / video) | Avg. Defence (%) |" + (" peak GPU MB (clean) |" if gpu else "")
+    lines = [head, "|---|---|---|---|" + ("---|" if gpu else "")]
     for r in rows:
         stages = ", ".join(f"{s} {t:.3f}" for s, t in r["stages"].items())
         avg = "-" if r["average"] is None else f"{r['average']:.1f}"
-        lines.append(f"| {defence_title(r['defence'])} | {r['seconds']:.3f} | {stages} | {avg} |")
+        extra = f" {r.get('peak_gpu_mb') or '-'} |" if gpu else ""
+        lines.append(f"| {defence_title(r['defence'])} | {r['seconds']:.3f} | {stages} | {avg} |" + extra)
     return "\n".join(lines)
 
 
@@ -184,6 +189,37 @@ def loss_curves(records: Sequence[dict], attack: str = "pgd+bpda") -> dict[str, 
             s[i] += v
         counts[r["defence"]] += 1
     return {defence_title(d): [v / counts[d] for v in s] for d, s in sums.items()}
+
+
+def ordering(rows: list[dict], attacks: Sequence[str]) -> list[str]:
+    """Per column: the defences ranked by accuracy here and in the paper's Table I (NL, UCF-101), with the share of
+    defence pairs ordered the same way (ties here count as half)."""
+    lines = []
+    for a in [*attacks, "average"]:
+        here = {r["defence"].split(":")[0]: (100.0 * r[a][0] / r[a][1] if a != "average" else r[a])
+                for r in rows if (r.get(a) if a != "average" else r["average"] is not None) and ":" not in r["defence"]}
+        paper = {d: (v.get(a) if a != "average" else _paper_average(v)) for d, v in PAPER_TABLE_I.items()
+                 if a != "average" or d != "none"}  # the paper gives no average for the undefended model
+        common = [d for d in here if paper.get(d) is not None]
+        if len(common) < 2:
+            continue
+        agree = total = 0.0
+        for i, d in enumerate(common):
+            for e in common[i + 1 :]:
+                if paper[d] == paper[e]:
+                    continue
+                total += 1
+                diff = (here[d] - here[e]) * (paper[d] - paper[e])
+                agree += 1.0 if diff > 0 else 0.5 if here[d] == here[e] else 0.0
+        rank = lambda values: " > ".join(DEFENCE_TITLES.get(d, d) for d in sorted(common, key=lambda d: -values[d]))  # noqa: E731
+        share = f"{100 * agree / total:.0f}% of {int(total)} pairs in the paper's order" if total else "no strict pairs"
+        lines.append(f"- {ATTACK_TITLES.get(a, 'Average')}: here {rank(here)}; paper {rank(paper)} ({share})")
+    return lines
+
+
+def _paper_average(cells_: dict) -> float | None:
+    values = [v for a, v in cells_.items() if a != "clean"]
+    return sum(values) / len(values) if values else None
 
 
 def warnings_summary(records: Sequence[dict]) -> list[str]:
@@ -248,6 +284,9 @@ def write_reports(records: Sequence[dict], out: str | os.PathLike, run: dict | N
         parts += ["Paper, Table I (NL on UCF-101), for comparison of the ordering:", "",
                   "| Defence | " + " | ".join(ATTACK_TITLES[a] for a in attacks) + " |", "|" + "---|" * (len(attacks) + 1),
                   *paper, ""]
+    order = ordering(rows, attacks)
+    if order:
+        parts += ["## Ordering against the paper's Table I", "", *order, ""]
     if md4:
         parts += ["## Table IV layout: ablations (PGD for Robust Acc*, PGD+BPDA for Robust Acc)", "", md4, ""]
     parts += ["## Table X layout: time per video and average defence", "", md10, ""]

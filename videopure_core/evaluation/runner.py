@@ -205,6 +205,9 @@ def evaluate(
                     rows = [k for k, (i, _) in enumerate(batch) if i in todo_index]
                     ids = [c.id for _, c in todo]
                     x, y = videos[rows], labels[rows]
+                    cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
+                    if cuda:
+                        torch.cuda.reset_peak_memory_stats(device)
                     if attack in GRAY_BOX:  # crafted once per batch on the bare classifier, shared by all defences
                         if attack not in cache:
                             start = time.perf_counter()
@@ -227,6 +230,8 @@ def evaluate(
                     output = defence.candidates(x_adv, generator_for(settings.seed, "eval", name, attack, ids[0]), callback=stages)
                     result = defended_vote(output, classifier)
                     defence_seconds = time.perf_counter() - start
+                    if cuda:  # peak GPU memory of this cell (attack + defence), as vcr-bench's VRAM profiling
+                        info = {**info, "peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
                     records = _records(name, attack, todo, x, x_adv, y, result, losses, info, attack_seconds,
                                        defence_seconds, defence, rank, dataset.classes)
                     writer.append(records)
@@ -277,6 +282,7 @@ def _records(name, attack, todo, x, x_adv, y, result, losses, info, attack_secon
             "defence_seconds": round(defence_seconds / n, 4),
             "seconds": round((attack_seconds + defence_seconds) / n, 4),
             "batch": n,
+            "peak_gpu_mb": info.get("peak_gpu_mb"),
             "rank": rank,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         })
