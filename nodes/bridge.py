@@ -234,7 +234,8 @@ class Progress:
 
     def __call__(self, stage: str, step: int, total: int) -> None:
         if stage in self.offsets:
-            self.bar.update_absolute(self.offsets[stage] + min(step, total) * self._span(stage) // max(1, total), self.total)
+            done = min(step, total) * self._span(stage) // max(1, total)
+            self.bar.update_absolute(self.offsets[stage] + done, self.total)
         else:
             self.bar.update_absolute(step, total)
         check_interrupt()

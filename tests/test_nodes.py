@@ -111,7 +111,8 @@ def test_every_node_is_registered_prefixed_categorised_and_callable(env):
         for kind in ("optional",):
             for n in spec.get(kind, {}):
                 assert params[n].default is None, f"{name}: optional input {n} needs a default"
-        custom = {s[0] for k in spec.values() for s in k.values() if isinstance(s[0], str) and s[0].startswith("VIDEOPURE")}
+        custom = {s[0] for k in spec.values() for s in k.values()
+                  if isinstance(s[0], str) and s[0].startswith("VIDEOPURE")}
         assert custom <= produced, f"{name} takes types no node makes: {custom - produced}"
 
 
@@ -285,7 +286,8 @@ def test_diffusers_folder_is_listed_and_loads_outside_inference_mode(env, nodes,
 
     DDIMScheduler.from_config(MODELSCOPE_SCHEDULER_CONFIG).save_pretrained(f"{folder}/scheduler")
     save_embedding(emb, f"{folder}/empty_prompt.safetensors")
-    assert mapping["VideoPureDiffusionLoader"].INPUT_TYPES()["required"]["model"][0] == ["bundled: small world", "tiny-t2v"]
+    listed = mapping["VideoPureDiffusionLoader"].INPUT_TYPES()["required"]["model"][0]
+    assert listed == ["bundled: small world", "tiny-t2v"]
     with torch.inference_mode():
         (model,) = nodes["DiffusionLoader"].load("tiny-t2v", "float16", False)  # float16 is GPU-only: CPU -> fp32
     params = list(model.unet.parameters()) + list(model.vae.parameters())

@@ -379,7 +379,8 @@ class WorkflowResult:
         outputs = entry.get("outputs", {})
         self.texts = {node: list(out["text"]) for node, out in outputs.items() if out.get("text")}
         self.images = [
-            {"node_id": node, "filename": img["filename"], "subfolder": img.get("subfolder", ""), "type": img.get("type", "output")}
+            {"node_id": node, "filename": img["filename"], "subfolder": img.get("subfolder", ""),
+             "type": img.get("type", "output")}
             for node, out in outputs.items()
             for img in out.get("images", [])
         ]

@@ -30,7 +30,8 @@ VIRTUAL_NODES = ("Note", "MarkdownNote")  # frontend-only nodes: no class on the
 CORE_NODES: dict[str, dict] = {
     "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
                      "output": [], "output_name": [], "output_node": True, "display_name": "Preview Image"},
-    "SaveImage": {"input": {"required": {"images": ["IMAGE", {}], "filename_prefix": ["STRING", {"default": "ComfyUI"}]}},
+    "SaveImage": {"input": {"required": {"images": ["IMAGE", {}],
+                                         "filename_prefix": ["STRING", {"default": "ComfyUI"}]}},
                   "input_order": {"required": ["images", "filename_prefix"]}, "output": [], "output_name": [],
                   "output_node": True, "display_name": "Save Image"},
     "PreviewAny": {"input": {"required": {"source": ["*", {}]}}, "input_order": {"required": ["source"]},
@@ -104,7 +105,9 @@ def is_widget(spec) -> bool:
 
 def has_control_value(name: str, spec) -> bool:
     """Whether the frontend stores a "fixed"/"randomize" control value right after this widget's value."""
-    return input_type(spec) == "INT" and (name in ("seed", "noise_seed") or bool(_options(spec).get("control_after_generate")))
+    if input_type(spec) != "INT":
+        return False
+    return name in ("seed", "noise_seed") or bool(_options(spec).get("control_after_generate"))
 
 
 def default_value(spec) -> Any:
@@ -237,7 +240,8 @@ def check_api(api: dict, object_info: dict) -> list[str]:
                     problems.append(f"node {node_id} ({kind}): {problem}")
     if not any(object_info.get(n.get("class_type"), {}).get("output_node") for n in api.values()):
         problems.append("no output node: ComfyUI would run nothing")
-    if _has_cycle({k: [str(v[0]) for v in n.get("inputs", {}).values() if isinstance(v, list)] for k, n in api.items()}):
+    edges = {k: [str(v[0]) for v in n.get("inputs", {}).values() if isinstance(v, list)] for k, n in api.items()}
+    if _has_cycle(edges):
         problems.append("the graph has a cycle")
     return problems
 
@@ -369,7 +373,8 @@ class UIGraph:
         inputs = [{"name": n, "type": input_type(s), "link": None} for n, _, s in specs if not is_widget(s)]
         outputs = [{"name": name, "type": t, "links": [], "slot_index": i}
                    for i, (t, name) in enumerate(zip(info["output"], info.get("output_name") or info["output"]))]
-        node = {"id": node_id, "type": kind, "pos": [0, 0], "size": list(size or self._size(kind, inputs, outputs, values)),
+        size = size or self._size(kind, inputs, outputs, values)
+        node = {"id": node_id, "type": kind, "pos": [0, 0], "size": list(size),
                 "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": outputs,
                 "properties": {"Node name for S&R": kind}, "widgets_values": values}
         if title:

@@ -24,6 +24,7 @@ import comfy_stub
 from videopure_core import comfy_client
 from videopure_core.comfy_client import ComfyUIServer, WorkflowError, load_workflow, run_workflow
 from videopure_core.comfy_workflow import check_api, check_ui, object_info_of
+from videopure_core.world.models import WEIGHTS
 
 pytestmark = pytest.mark.comfyui
 
@@ -56,6 +57,8 @@ def _layered_venv(cache: Path) -> str:
 def server(tmp_path_factory):
     if os.environ.get("VIDEOPURE_SKIP_COMFYUI"):
         pytest.skip("VIDEOPURE_SKIP_COMFYUI is set")
+    if not (WEIGHTS / "diffusion" / "unet" / "config.json").is_file():
+        pytest.fail(f"The bundled workflows run on the small world, whose weights are missing at {WEIGHTS}.")
     cache = Path(os.environ.get("VIDEOPURE_COMFY_CACHE", "~/.cache/videopure-ci")).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     python = os.environ.get("VIDEOPURE_COMFY_PYTHON") or _layered_venv(cache)
