@@ -74,6 +74,19 @@ class PurifyConfig:
     flow_chunk: int = 16  # frame pairs per flow-model call
     dtype: str = "float32"  # network dtype: "float32", "float16" or "bfloat16" (latent arithmetic stays fp32)
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", ... or "auto"
+    autocast: str | None = None  # "bfloat16" / "float16": run the networks in `autocast_networks` under
+    #   torch.autocast (matmuls and convolutions in low precision, norms and softmax in fp32); latents and the
+    #   guidance stay fp32 and the classifier runs as given. On GPU use with dtype="bfloat16" (docs/performance.md).
+    autocast_networks: tuple[str, ...] = ("unet", "vae", "flow")  # which networks autocast applies to (a small
+    #   UNet is overhead-bound on CPU and only gets slower in bf16, while its VAE and RAFT gain ~2x)
+    channels_last: bool = False  # NHWC layout for the VAE's and UNet's 2-D convolutions (converts both modules in
+    #   place: same values, another memory layout). Helps tensor-core convolutions on GPU; no gain measured on CPU.
+    compile: bool = False  # torch.compile the UNet and the VAE (compiled on first use: minutes on CPU, worth it on
+    #   GPU only for many videos); False runs eagerly
+    compile_mode: str | None = None  # torch.compile mode, e.g. "max-autotune"; None is torch's default
+    unet_batch: int | None = None  # videos per UNet call; None = the whole batch (memory grows with the batch)
+    vae_tiling: bool = False  # diffusers' spatial VAE tiling (only splits frames larger than the VAE's
+    #   sample_size, 512 px for ModelScope; chunking over frames already bounds memory at the paper's 224 px)
 
     def __post_init__(self):
         if not 1 <= self.t_star <= self.ddim_steps:
@@ -100,6 +113,14 @@ class PurifyConfig:
         for name in ("encode_chunk", "decode_chunk", "flow_chunk", "raft_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.autocast not in (None, "float16", "bfloat16"):
+            raise ValueError(f"autocast must be None, 'float16' or 'bfloat16', got {self.autocast!r}.")
+        if not set(self.autocast_networks) <= {"unet", "vae", "flow"}:
+            raise ValueError(
+                f"autocast_networks must name 'unet', 'vae' and/or 'flow', got {self.autocast_networks!r}."
+            )
+        if self.unet_batch is not None and self.unet_batch < 1:
+            raise ValueError(f"unet_batch must be None or >= 1, got {self.unet_batch}.")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -110,6 +131,10 @@ class PurifyConfig:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+    def autocast_for(self, network: str) -> str | None:
+        """The autocast dtype for "unet", "vae" or "flow" (None: the network runs in its own dtype)."""
+        return self.autocast if network in self.autocast_networks else None
 
     @property
     def needs_flow(self) -> bool:

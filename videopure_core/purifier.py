@@ -18,6 +18,9 @@ from .classifiers import classify
 from .config import PurifyConfig
 from .ddim import Callback, unet_eps_fn
 from .denoise import guided_denoise
+from .execution import CompiledVAE, compile_module, synchronize
+from .execution import autocast as autocast_context
+from .execution import to_channels_last as modules_to_channels_last
 from .flow import FlowFn, LatentFlow, RaftFlow, latent_flow
 from .inversion import ddim_invert
 from .loading import load_diffusion
@@ -44,12 +47,19 @@ class Candidates:
 
 
 class _Timer:
-    def __init__(self):
+    """Seconds per stage; on CUDA it waits for the queued kernels at both ends so the times are honest."""
+
+    def __init__(self, device: Optional[torch.device] = None):
         self.seconds: dict[str, float] = {}
+        self.device = device
 
     def __call__(self, stage: str, fn, *args, **kwargs):
+        if self.device is not None:
+            synchronize(self.device)
         start = time.perf_counter()
         out = fn(*args, **kwargs)
+        if self.device is not None:
+            synchronize(self.device)
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
         return out
 
@@ -60,6 +70,8 @@ class Purifier:
     unet: diffusers UNet3DConditionModel (or any module with its call signature); vae: AutoencoderKL;
     scheduler_config: dict for DDIMScheduler; embedding: (1, L, D); flow: a torchvision RAFT module (wrapped with
     the config's raft_iters / raft_input_range) or any FlowFn; may be None when the temporal loss is off.
+    The execution options of the config (autocast, channels_last, compile, unet_batch, vae_tiling) change how the
+    networks run, never what the stages compute; `unet` and `vae` stay the modules that were passed in.
     """
 
     def __init__(
@@ -77,7 +89,19 @@ class Purifier:
         self.config = config
         self.schedule = make_schedule(self.scheduler_config, config.ddim_steps, config.t_star)
         self.flow_fn = self._as_flow_fn(flow, config)
-        self.eps_fn = unet_eps_fn(unet, embedding)
+        self._unet_run, self._vae_run = self._executors(unet, vae, config)
+        self.eps_fn = unet_eps_fn(
+            self._unet_run, embedding, autocast=config.autocast_for("unet"), batch=config.unet_batch
+        )
+
+    @staticmethod
+    def _executors(unet: nn.Module, vae: nn.Module, config: PurifyConfig):
+        """What the stages call for the UNet and the VAE: the modules, NHWC and/or torch.compile'd if configured."""
+        if config.channels_last:
+            modules_to_channels_last(unet), modules_to_channels_last(vae)
+        if config.compile:
+            return compile_module(unet, config.compile_mode), CompiledVAE(vae, config.compile_mode)
+        return unet, vae
 
     @staticmethod
     def _as_flow_fn(flow, config: PurifyConfig) -> Optional[FlowFn]:
@@ -116,7 +140,11 @@ class Purifier:
 
     def encode(self, x: Tensor, callback: Callback = None) -> Tensor:
         """(B, 3, F, H, W) in [0,1] -> z0 (B, 4, F, H/8, W/8) float32."""
-        return encode_video(self.vae, x, self.config.encode_chunk, callback)
+        c = self.config
+        return encode_video(
+            self._vae_run, x, c.encode_chunk, callback,
+            autocast=c.autocast_for("vae"), channels_last=c.channels_last, tiled=c.vae_tiling,
+        )
 
     def flow(self, x: Tensor, latent_size: tuple[int, int], callback: Callback = None) -> Optional[LatentFlow]:
         """Optical flow of the input video on the latent grid, or None when the temporal loss is off."""
@@ -128,7 +156,8 @@ class Purifier:
                 "Purifier, or set lambda_temp=0 in the config."
             )
         c = self.config
-        return latent_flow(self.flow_fn, x, latent_size, c.bidirectional, c.occlusion_mask, c.flow_chunk, callback)
+        flow_fn = self.flow_fn if c.autocast_for("flow") is None else _autocast_flow(self.flow_fn, x.device, c.autocast)
+        return latent_flow(flow_fn, x, latent_size, c.bidirectional, c.occlusion_mask, c.flow_chunk, callback)
 
     def invert(self, z0: Tensor, callback: Callback = None) -> Tensor:
         """Temporal DDIM inversion: z0 -> z_{t*}, (B, 4, F, h, w)."""
@@ -144,8 +173,11 @@ class Purifier:
 
     def decode(self, latents: Tensor, callback: Callback = None) -> Tensor:
         """(K, B, 4, F, h, w) -> (K, B, 3, F, H, W) in [0,1], all candidates decoded in chunks of frames."""
-        k, b = latents.shape[:2]
-        out = decode_latents(self.vae, latents.flatten(0, 1), self.config.decode_chunk, callback)
+        k, b, c = *latents.shape[:2], self.config
+        out = decode_latents(
+            self._vae_run, latents.flatten(0, 1), c.decode_chunk, callback,
+            autocast=c.autocast_for("vae"), channels_last=c.channels_last, tiled=c.vae_tiling,
+        )
         return out.reshape(k, b, *out.shape[1:])
 
     # --- whole pipeline ----------------------------------------------------------------------------------------
@@ -155,7 +187,7 @@ class Purifier:
 
         `callback(stage, step, total)` hears every stage ("encode", "flow", "invert", "denoise", "decode").
         """
-        timer = _Timer()
+        timer = _Timer(self.device)
         with torch.no_grad():
             x = self.prepare(video)
             z0 = timer("encode", self.encode, x, callback)
@@ -169,7 +201,7 @@ class Purifier:
         self, candidates: Candidates, classifier: nn.Module, batch_size: int = 8, callback: Callback = None
     ) -> VoteResult:
         """Classify every candidate video (all K x B in batches) and take the majority per video."""
-        timer = _Timer()
+        timer = _Timer(self.device)
         k, b = candidates.videos.shape[:2]
         pixels = to_channels_first(candidates.videos.flatten(0, 1))
         logits = timer("classify", classify, classifier, pixels, batch_size, callback).reshape(k, b, -1)
@@ -178,3 +210,13 @@ class Purifier:
     def predict(self, video: Tensor, classifier: nn.Module, callback: Callback = None, batch_size: int = 8) -> VoteResult:
         """Purify, classify every candidate and vote: video (F, H, W, 3) or (B, F, H, W, 3) -> VoteResult."""
         return self.vote(self.purify(video, callback), classifier, batch_size, callback)
+
+
+def _autocast_flow(flow_fn: FlowFn, device: torch.device, dtype: str) -> FlowFn:
+    """A FlowFn running `flow_fn` under torch.autocast(dtype), returning float32 flow."""
+
+    def run(image1: Tensor, image2: Tensor) -> Tensor:
+        with autocast_context(device, dtype):
+            return flow_fn(image1, image2).float()
+
+    return run
