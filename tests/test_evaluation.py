@@ -117,7 +117,7 @@ def test_tables_from_records(tmp_path):
     assert four[0]["modules"] == (False, False, False) and four[1]["pgd+bpda"] == (1, 2)
     assert loss_curves(recs) == {"VideoPure": [2.0, 3.0]}
     order = ordering(rows, ["clean", "pgd"])
-    assert order[1] == ("- PGD: here VideoPure > None > DDIM Inversion; paper VideoPure > DDIM Inversion > None "
+    assert order[1] == ("- PGD: here VideoPure > None = DDIM Inversion; paper VideoPure > DDIM Inversion > None "
                         "(83% of 3 pairs in the paper's order)")  # the None/DDIM-inversion tie counts half
     paths = write_reports(recs, tmp_path, {"command": "videopure eval ..."})
     assert set(paths) == {"table1", "table4", "loss", "report"}

@@ -211,7 +211,13 @@ def ordering(rows: list[dict], attacks: Sequence[str]) -> list[str]:
                 total += 1
                 diff = (here[d] - here[e]) * (paper[d] - paper[e])
                 agree += 1.0 if diff > 0 else 0.5 if here[d] == here[e] else 0.0
-        rank = lambda values: " > ".join(DEFENCE_TITLES.get(d, d) for d in sorted(common, key=lambda d: -values[d]))  # noqa: E731
+        def rank(values):  # "A > B = C": equal accuracies are ties
+            ordered = sorted(common, key=lambda d: -values[d])
+            text = DEFENCE_TITLES.get(ordered[0], ordered[0])
+            for prev, d in zip(ordered, ordered[1:]):
+                text += (" = " if values[d] == values[prev] else " > ") + DEFENCE_TITLES.get(d, d)
+            return text
+
         share = f"{100 * agree / total:.0f}% of {int(total)} pairs in the paper's order" if total else "no strict pairs"
         lines.append(f"- {ATTACK_TITLES.get(a, 'Average')}: here {rank(here)}; paper {rank(paper)} ({share})")
     return lines
