@@ -209,3 +209,19 @@ def test_cli_quick_and_report_only(tmp_path):
     assert "| VideoPure |" in (out / "table1.md").read_text()
     with pytest.raises(SystemExit, match="other settings"):
         main([*args[:-3], "--steps", "3", "--out", str(out), "--no-progress"])
+
+
+def test_cli_ablations_get_table_four_columns_only(tmp_path):
+    from videopure_core.cli import main
+
+    out = tmp_path / "out"
+    assert main(["eval", "--tiny", "--clips", "1", "--frames", "4", "--size", "32", "--steps", "1", "--threads", "1",
+                 "--defences", "none,videopure,ddim-inversion", "--ablations", "--attacks", "clean,pgd,tt",
+                 "--config", "t_star=1", "lambda_temp=0", "--out", str(out), "--no-progress"]) == 0
+    cells_ = {(r["defence"], r["attack"]) for r in load_records(out)}
+    middle = ["videopure:guidance=false:single_candidate=0", "videopure:guidance=false", "videopure:single_candidate=0"]
+    assert {("videopure", "tt"), ("ddim-inversion", "tt"), ("none", "tt")} <= cells_
+    assert all((m, "tt") not in cells_ and (m, "pgd") in cells_ for m in middle)
+    assert "guidance=false" not in (out / "table1.md").read_text()
+    table4 = (out / "table4.md").read_text()
+    assert all(f"`{m}`" in table4 for m in middle) and table4.count("\n") == 7  # header, rule, 5 rows

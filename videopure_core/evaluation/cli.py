@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "name:key=value, e.g. jpeg:quality=50 or videopure:guidance=false")
     g.add_argument("--attacks", default="all", help="comma-separated (default all: clean,pgd,pgd+bpda,tt,tt+bpda,"
                    "eot+bpda,pgd+full)")
-    g.add_argument("--ablations", action="store_true", help="add Table IV's VideoPure ablations as defences")
+    g.add_argument("--ablations", action="store_true", help="add Table IV's VideoPure ablations as defences (run with "
+                   "clean, pgd and pgd+bpda only, the columns of Table IV)")
     g.add_argument("--attack-clips", help="limit attacks to the first N clips, e.g. pgd+full=20,eot+bpda=50; one cell "
                    "with DEFENCE/ATTACK=N, e.g. diffpure-ddpm/eot+bpda=6")
     g.add_argument("--out", default="results", help="results folder (records, tables, plot); reruns resume")
@@ -238,6 +239,13 @@ def run(args: argparse.Namespace) -> int:
                 raise SystemExit(f"videopure eval: --attack-clips entry {item!r} is not ATTACK=N or DEFENCE/ATTACK=N "
                                  f"(e.g. pgd+full=20, diffpure-ddpm/eot+bpda=6).")
             attack_clips[name] = int(n)
+        if args.ablations:  # the ablation rows only need Table IV's columns: Standard Acc, PGD, PGD+BPDA
+            explicit = set(_defence_specs(argparse.Namespace(defences=args.defences, ablations=False)))
+            for spec in specs:
+                if spec not in explicit:
+                    for attack in attacks:
+                        if attack not in ("clean", "pgd", "pgd+bpda"):
+                            attack_clips.setdefault(f"{spec}/{attack}", 0)
         run_info = {
             "command": "videopure eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),
             "data": args.data, "clips": len(dataset), "frames": r["frames"], "size": args.size, "models": models,
