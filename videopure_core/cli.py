@@ -11,6 +11,7 @@ COMMANDS = {
     "demo": "videopure_core.demo",
     "train-world": "videopure_core.world.train",
     "eval": "videopure_core.evaluation.cli",
+    "comfy-run": "videopure_core.comfy_client",
 }
 
 
