@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-classes", type=int, default=400)
     g.add_argument("--tiny", action="store_true", help="tiny random models built in code (tests and smoke runs only)")
     g.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="PurifyConfig fields for the diffusion defences at defence time, e.g. t_star=6 dtype=float16")
+                   help="PurifyConfig fields for the diffusion defences at defence time, e.g. t_star=4 lambda_temp=0")
     g.add_argument("--attack-config", nargs="*", default=None, metavar="KEY=VALUE",
                    help="PurifyConfig changes the adaptive attacker uses instead (Lee & Kim), e.g. decode_chunk=4")
     g.add_argument("--device", default="auto")
