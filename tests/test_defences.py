@@ -146,6 +146,26 @@ def test_jpeg(batch):
         Jpeg(quality=0)
 
 
+def test_jpeg_surrogate_approximates_pillow_and_has_a_gradient():
+    from videopure_core.attacks import defence_grad_fn
+    from videopure_core.defences import jpeg_surrogate, quant_table
+
+    assert quant_table(50)[0, 0] == 16 and quant_table(75)[0, 0] == 8 and quant_table(75, chroma=True)[7, 7] == 50
+    image = smooth_image()[None]
+    real = jpeg_frames(image.permute(0, 2, 3, 1), 75).permute(0, 3, 1, 2)
+    approx = jpeg_surrogate(image, 75)
+    assert float((approx - real).abs().mean()) < 0.5 * float((real - image).abs().mean())  # closer to JPEG than x is
+    defence = build_defence("jpeg:gradient=surrogate")
+    assert defence.gradient == "surrogate" and defence.surrogate(torch.rand(1, 3, 2, 16, 16)).shape == (1, 1, 3, 2, 16, 16)
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 2 * 32 * 32, 4))
+    x = image[:, :, None].repeat(1, 1, 2, 1, 1)
+    _, grad = defence_grad_fn(classifier, defence)(x, torch.tensor([1]))
+    _, bpda = defence_grad_fn(classifier, Jpeg())(x, torch.tensor([1]))
+    assert float(grad.abs().sum()) > 0 and not torch.allclose(grad, bpda)
+    with pytest.raises(ValueError, match="'bpda' or 'surrogate'"):
+        Jpeg(gradient="exact")
+
+
 def test_haar_is_orthonormal_and_invertible():
     x = torch.randn(2, 3, 16, 8, dtype=torch.float64)
     bands = haar2d(x)

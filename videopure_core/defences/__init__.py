@@ -5,7 +5,7 @@
 
 Names (`DEFENCES`): none, videopure, ddim-inversion, diffpure-ddim, diffpure-ddpm, jpeg, wavelet, shuffle.
 A spec is a name followed by `:key=value` options: PurifyConfig fields for the diffusion defences (plus
-`flow_grad` for videopure), `quality` for jpeg, `levels`/`sigma` for wavelet. Values: true/false, none, numbers,
+`flow_grad` for videopure), `quality` and `gradient` (bpda or surrogate) for jpeg, `levels`/`sigma` for wavelet. Values: true/false, none, numbers,
 and tuples written with x (`guidance_reference=32x28x28`).
 """
 
@@ -16,7 +16,7 @@ from typing import Optional
 from .base import GRADIENTS, Defence, DefenceOutput, Gradient, Timer, defend_and_vote, defended_vote
 from .diffpure_ddim import DiffPureDDIM, noise_latent
 from .diffpure_ddpm import DiffPureDDPM, ddpm_step
-from .jpeg import Jpeg, jpeg_frames
+from .jpeg import Jpeg, jpeg_frames, jpeg_surrogate, quant_table
 from .none import NoDefence
 from .shuffle import TemporalShuffle, shuffle_frames
 from .videopure import DDIM_INVERSION, VideoPureDefence, ddim_inversion_defence
