@@ -9,6 +9,7 @@ import sys
 # subcommand -> module providing HELP, add_arguments(parser) and run(args) -> int
 COMMANDS = {
     "demo": "videopure_core.demo",
+    "bench": "videopure_core.bench.command",
     "train-world": "videopure_core.world.train",
     "eval": "videopure_core.evaluation.cli",
     "comfy-run": "videopure_core.comfy_client",

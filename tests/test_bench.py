@@ -1,0 +1,148 @@
+"""The benchmark: FLOP counting, the naive and fast paths, the meter, the plot and the CLI (tiny models)."""
+
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from videopure_core import PurifyConfig, unet_eps_fn
+from videopure_core.bench.flops import count_flops
+from videopure_core.bench.measure import StageMeter
+from videopure_core.bench.models import bench_videos, extend_frames, tiny_models
+from videopure_core.bench.paths import cfg_eps_fn, compare, fast_logits, fast_options, fast_purifier
+from videopure_core.bench.plot import Panel, panels_png, round_ticks
+from videopure_core.bench.suite import flop_floors
+from videopure_core.cli import main
+
+LAST_LINE = re.compile(r"^fast/naive speedup: \d+\.\d+x, votes equal: (yes|no)$")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread for this file: tiny models gain nothing from two, and two threads on a busy 2-core box
+    spin against each other (10x slower). The previous setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return tiny_models()
+
+
+def test_flops_are_counted_on_the_meta_device_with_two_per_multiply_add():
+    layer = torch.nn.Linear(64, 32, device="meta")
+    assert count_flops(lambda: layer(torch.empty(10, 64, device="meta"))) == 2 * 10 * 64 * 32
+
+
+def test_full_size_modelscope_floors_match_the_counted_figures():
+    floors = flop_floors("modelscope", 32, 224, 6)  # cached: the CLI test below reuses the count
+    fast, naive = floors["fast"], floors["naive"]
+    assert fast["invert"] == fast["denoise"] == pytest.approx(6 * 7.596e12, rel=2e-3)  # 12 UNet calls: 91 TFLOP
+    assert naive["invert"] == 2 * fast["invert"]  # CFG with two identical prompts doubles the UNet work
+    assert fast["decode"] == pytest.approx(106.62e12, rel=1e-3)  # 7 candidates x 32 frames
+    assert fast["encode"] == pytest.approx(6.669e12, rel=1e-3)
+    assert fast["flow"] == pytest.approx(2.160e12, rel=1e-3)  # RAFT-large, 31 pairs, 10 iterations
+    assert sum(fast.values()) == pytest.approx(211e12, rel=5e-3)
+    assert floors["params"]["unet"] == pytest.approx(1.411e9, rel=1e-3)
+
+
+def test_cfg_with_two_empty_prompts_is_the_single_call_at_twice_the_work(models):
+    z = torch.randn(1, 4, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    batches = []
+    hook = models.unet.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    try:
+        naive = cfg_eps_fn(models.unet, models.embedding)(z, 21)
+        fast = unet_eps_fn(models.unet, models.embedding)(z, 21)
+    finally:
+        hook.remove()
+    assert batches == [2, 1]
+    assert torch.allclose(naive, fast, atol=1e-5)
+
+
+def test_naive_and_fast_paths_agree_and_differ_only_in_how_they_call_the_networks(models):
+    config = PurifyConfig(t_star=2)
+    purifier = fast_purifier(models, config)
+    videos, _ = bench_videos("tiny", 2, 4, 32)
+    unet_batches, vae_frames = [], []
+    h1 = models.unet.register_forward_pre_hook(lambda m, args: unet_batches.append(args[0].shape[0]))
+    h2 = models.vae.decoder.register_forward_pre_hook(lambda m, args: vae_frames.append(args[0].shape[0]))
+    try:
+        naive, fast = compare(models, config, purifier, videos)
+    finally:
+        h1.remove(), h2.remove()
+    # per video: naive 2 t* UNet calls on a batch of 2 and (t*+1) F one-frame decodes; fast batch 1, one chunk of 12
+    assert sorted(unet_batches) == [1] * 8 + [2] * 8
+    assert sorted(vae_frames) == [1] * 24 + [12] * 2
+    assert torch.equal(naive.result.winner, fast.result.winner)
+    assert torch.allclose(naive.result.logits, fast.result.logits, atol=1e-4)
+    assert set(fast.meter.stages) == {"encode", "flow", "invert", "denoise", "decode", "classify"}
+    assert len(fast.video_seconds) == len(naive.video_seconds) == 2 and all(s > 0 for s in fast.video_seconds)
+
+
+def test_fast_path_is_the_purifier_as_users_run_it(models):
+    purifier = fast_purifier(models, PurifyConfig(t_star=2))
+    video = bench_videos("tiny", 1, 4, 32)[0][0]
+    logits = fast_logits(purifier, models.classifier, video, StageMeter("cpu"))
+    assert torch.equal(logits, purifier.predict(video, models.classifier).logits)
+
+
+def test_fast_options_per_device():
+    gpu = fast_options("cuda")
+    assert gpu["dtype"] == gpu["autocast"] == "bfloat16" and not gpu["compile"]
+    small, large = fast_options("cpu", unet_flops=1.5e9), fast_options("cpu", unet_flops=7.6e12)
+    if small.get("autocast"):  # CPUs with native bf16
+        assert small["autocast_networks"] == ("vae", "flow") and "unet" in large["autocast_networks"]
+    PurifyConfig(**small), PurifyConfig(**large)  # valid configs
+
+
+def test_stage_meter_sees_the_memory_a_stage_allocates():
+    meter = StageMeter("cpu")
+    with meter("allocate"):
+        block = torch.ones(24 * 2**20)  # 96 MiB, written so that it is resident
+    del block
+    stats = meter.stages["allocate"]
+    assert stats.seconds > 0 and stats.calls == 1
+    if meter.resettable:
+        assert 80 * 2**20 <= stats.extra_bytes <= 400 * 2**20
+
+
+def test_extend_frames_plays_the_clip_back_and_forth():
+    clip = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 8, 8, 3)
+    assert extend_frames(clip, 10)[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert extend_frames(clip, 3).shape[0] == 3
+
+
+def test_round_ticks_cover_the_range_with_round_steps():
+    assert round_ticks(7.3) == [0, 2, 4, 6, 8]
+    assert round_ticks(0.42) == [0, 0.1, 0.2, 0.3, 0.4, 0.5]
+
+
+def test_scaling_plot_is_a_png_with_one_panel_per_chart_and_both_series(tmp_path):
+    panels = [Panel("time", [16, 32, 64], {"fast": [1, 2, 4], "naive": [2, 4, 8]}, log2_x=True),
+              Panel("t*", [2, 6, 10], {"fast": [1, 2, 3]})]
+    path = panels_png(panels, tmp_path / "plot.png")
+    image = Image.open(path).convert("RGB")
+    assert image.size == (2 * 460, 360)
+    colours = {c for _, c in image.getcolors(1 << 20)}
+    assert (31, 119, 180) in colours and (214, 39, 40) in colours  # fast and naive lines are drawn
+
+
+def test_bench_cli_on_tiny_models_writes_the_report_and_ends_with_the_speedup_line(tmp_path, capsys):
+    args = ["bench", "--arch", "tiny", "--quick", "--frames", "4", "--size", "32", "--t-star", "1", "--videos", "1",
+            "--warmup", "0", "--scaling-frames", "4,8", "--scaling-t-star", "1", "--threads", "1", "--out", str(tmp_path)]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert LAST_LINE.match(lines[-1]), lines[-1]
+    results = json.loads((tmp_path / "bench-cpu-tiny-quick.json").read_text())
+    head = results["headline"]
+    assert head["fast"]["stages"].keys() == head["naive"]["stages"].keys()
+    assert results["floors"]["naive"]["invert"] == 2 * results["floors"]["fast"]["invert"]
+    assert [p["frames"] for p in results["scaling"]["frames"]] == [4, 8]
+    assert (tmp_path / "scaling-cpu-tiny-quick.png").is_file()
+    text = (tmp_path / "bench-cpu-tiny-quick.md").read_text()
+    assert "| decode |" in text and "full-size ModelScope" in text

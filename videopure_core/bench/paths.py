@@ -1,0 +1,194 @@
+"""The two paths the benchmark compares, both made of the core stage functions, stage by stage under a StageMeter.
+
+naive: what the authors' release does, in float32: the VAE encodes one frame per call; classifier-free guidance
+       with two identical empty prompts, i.e. a UNet batch of 2 per step (`cfg_eps_fn`); every candidate decoded
+       on its own, one frame per call; the classifier called once per candidate. RAFT runs once per video on all
+       frame pairs (as in the release).
+fast:  the Purifier as users run it (`Purifier.encode/flow/invert/denoise/decode`, the order of `purify`), with the
+       fast execution options of its config (`fast_options`): one UNet call per step, candidates decoded together
+       in chunks of frames, the classifier on all candidates in one batch, autocast / NHWC / compile as configured.
+Both produce (K, B, C) logits that go through the same `vote`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..classifiers import classify
+from ..config import PurifyConfig
+from ..ddim import EpsFn, unet_eps_fn
+from ..denoise import guided_denoise
+from ..flow import RaftFlow, latent_flow
+from ..inversion import ddim_invert
+from ..purifier import Purifier
+from ..schedule import make_schedule
+from ..vae import decode_latents, encode_video
+from ..video import check_video, to_channels_first
+from ..vote import VoteResult, vote
+from .measure import StageMeter, cpu_has_native_bf16
+from .models import BenchModels
+
+RELEASE_GUIDANCE_SCALE = 9.0  # the ModelScope pipeline's default; with identical prompts every scale gives eps_u
+
+
+def cfg_eps_fn(unet, embedding: Tensor, guidance_scale: float = RELEASE_GUIDANCE_SCALE) -> EpsFn:
+    """Classifier-free guidance as the release runs it, for the naive reference only.
+
+    The latents go through the UNet twice in one batch, [z, z] with the embeddings [empty, empty], and
+    eps = eps_u + s (eps_c - eps_u): since both prompts are the empty one this is eps_u at twice the UNet work.
+    """
+    twice = unet_eps_fn(unet, embedding)
+
+    def eps_fn(z: Tensor, t: int) -> Tensor:
+        eps_u, eps_c = twice(torch.cat([z, z]), t).chunk(2)
+        return eps_u + guidance_scale * (eps_c - eps_u)
+
+    return eps_fn
+
+
+def naive_logits(models: BenchModels, config: PurifyConfig, video: Tensor, meter: StageMeter) -> Tensor:
+    """The release-style reference on one video (F, H, W, 3) -> logits (K, 1, C), stages timed by `meter`."""
+    if config.single_candidate is not None:
+        raise ValueError("The benchmark compares full voting runs; leave single_candidate at None.")
+    device = next(models.unet.parameters()).device
+    schedule = make_schedule(models.scheduler_config, config.ddim_steps, config.t_star)
+    eps_fn = cfg_eps_fn(models.unet, models.embedding)
+    with torch.no_grad():
+        x = to_channels_first(check_video(video)).to(device)
+        frames = x.shape[2]
+        with meter("encode"):
+            z0 = encode_video(models.vae, x, chunk=1)
+        with meter("flow"):
+            flow = None
+            if config.needs_flow:
+                flow_fn = RaftFlow(models.raft, config.raft_iters, config.raft_input_range)
+                flow = latent_flow(flow_fn, x, tuple(z0.shape[-2:]), config.bidirectional, config.occlusion_mask,
+                                   chunk=frames - 1)
+        with meter("invert"):
+            z_start = ddim_invert(eps_fn, z0, schedule, config.temporal, config.noise_frame)
+        with meter("denoise"):
+            latents = guided_denoise(eps_fn, z_start, z0, flow, schedule, config)
+        with meter("decode"):
+            pixels = [decode_latents(models.vae, candidate, chunk=1) for candidate in latents]
+        with meter("classify"):
+            logits = torch.stack([classify(models.classifier, p, batch_size=1) for p in pixels])
+    return logits
+
+
+def fast_logits(purifier: Purifier, classifier, video: Tensor, meter: StageMeter) -> Tensor:
+    """The Purifier's stages on a video (F, H, W, 3) or batch -> logits (K, B, C), classifier in one batch."""
+    with torch.no_grad():
+        x = purifier.prepare(video)
+        with meter("encode"):
+            z0 = purifier.encode(x)
+        with meter("flow"):
+            flow = purifier.flow(x, tuple(z0.shape[-2:]))
+        with meter("invert"):
+            z_start = purifier.invert(z0)
+        with meter("denoise"):
+            latents = purifier.denoise(z_start, z0, flow)
+        with meter("decode"):
+            pixels = purifier.decode(latents)
+        with meter("classify"):
+            k, b = pixels.shape[:2]
+            logits = classify(classifier, pixels.flatten(0, 1), batch_size=k * b).reshape(k, b, -1)
+    return logits
+
+
+UNET_AUTOCAST_MIN_FLOPS = 20e9  # per call; below this a UNet is overhead-bound on CPU and bf16 only adds casts
+
+
+def fast_options(device: torch.device | str, compile: bool = False, unet_flops: float | None = None) -> dict:
+    """The fast execution options for `device`, as PurifyConfig field changes.
+
+    CUDA: bfloat16 weights, bfloat16 autocast (norms and softmax in fp32), torch.compile if asked (channels_last is
+    measured by the ablation, not assumed).
+    CPU: bfloat16 autocast where the CPU runs bf16 natively (AVX512-BF16 / AMX: about 2x on convolutions) for the VAE
+    and the flow network, and for the UNet only when one call does at least UNET_AUTOCAST_MIN_FLOPS (`unet_flops`,
+    counted): a small UNet's time is per-op overhead, which autocast's casts only add to (measured ~1.3x slower for
+    the small world's). NHWC stays off (no gain measured on CPU), compile too unless asked (minutes to compile).
+    One UNet call per step, batched chunked decode and one classifier batch are what the fast path always does.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":  # NHWC is left to the ablation: GroupNorm between convolutions may undo its gain
+        return {"dtype": "bfloat16", "autocast": "bfloat16", "compile": compile}
+    if not cpu_has_native_bf16():
+        return {"compile": compile}
+    networks = ("unet", "vae", "flow") if (unet_flops or 0) >= UNET_AUTOCAST_MIN_FLOPS else ("vae", "flow")
+    return {"autocast": "bfloat16", "autocast_networks": networks, "compile": compile}
+
+
+def fast_purifier(models: BenchModels, config: PurifyConfig, cache: Optional[dict] = None) -> Purifier:
+    """A Purifier for the fast path, on its own copies of the UNet and VAE when the config changes them (dtype,
+    NHWC, compile), so the naive path keeps the untouched float32 modules. `cache` (a dict) reuses such copies
+    across calls (one bf16 copy of a 1.4B-parameter UNet is enough, and compiled code stays valid)."""
+    key = (id(models), config.torch_dtype, config.channels_last, config.compile)
+    if cache is not None and key in cache and cache[key][0] is models:  # the entry holds the original: ids stay valid
+        run = cache[key][1]
+    elif config.torch_dtype != torch.float32:
+        run = models.to(config.torch_dtype)
+    elif config.channels_last or config.compile:
+        run = models.copy()
+    else:
+        run = models
+    if cache is not None:
+        cache[key] = (models, run)
+    return Purifier(run.unet, run.vae, run.scheduler_config, run.embedding, run.raft, config)
+
+
+@dataclass
+class PathRun:
+    """One path over the benchmark videos: per-stage stats, per-video seconds and the votes."""
+
+    name: str
+    meter: StageMeter
+    video_seconds: list = field(default_factory=list)
+    result: Optional[VoteResult] = None
+
+    @property
+    def seconds_per_video(self) -> float:
+        return sum(self.video_seconds) / max(len(self.video_seconds), 1)
+
+
+def compare(
+    models: BenchModels,
+    naive_config: PurifyConfig,
+    purifier: Purifier,
+    videos: Tensor,
+    warmup_videos: Optional[Tensor] = None,
+    run_naive: bool = True,
+) -> tuple[Optional[PathRun], PathRun]:
+    """Run both paths on every video of (N, F, H, W, 3), one video at a time, alternating which goes first.
+
+    `warmup_videos` go through both paths first, unrecorded (first calls pay one-time costs).
+    Returns (naive, fast); naive is None with run_naive=False.
+    """
+    device = purifier.device
+    naive = PathRun("naive", StageMeter(device)) if run_naive else None
+    fast = PathRun("fast", StageMeter(device))
+    scratch = StageMeter(device)
+    for video in warmup_videos if warmup_videos is not None else ():
+        if run_naive:
+            naive_logits(models, naive_config, video, scratch)
+        fast_logits(purifier, models.classifier, video, scratch)
+    logits = {"naive": [], "fast": []}
+    for i, video in enumerate(videos):
+        order = [fast] + ([naive] if run_naive else [])
+        for run in order if i % 2 else order[::-1]:
+            before = run.meter.seconds
+            if run is fast:
+                out = fast_logits(purifier, models.classifier, video, run.meter)
+            else:
+                out = naive_logits(models, naive_config, video, run.meter)
+            run.video_seconds.append(run.meter.seconds - before)
+            logits[run.name].append(out)
+    labels = purifier.config.candidate_labels
+    for run in (naive, fast):
+        if run is not None:
+            timings = {k: s.seconds for k, s in run.meter.stages.items()}
+            run.result = vote(torch.cat(logits[run.name], dim=1), labels, timings)
+    return naive, fast
