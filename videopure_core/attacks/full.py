@@ -109,30 +109,37 @@ def _grad_decode(vae: nn.Module, latents: Tensor, chunk: int) -> Tensor:
     return decode_latents(GradVAE(vae), latents, chunk)
 
 
+def _segments(x: Tensor, chunk: int):
+    """(N, C, F, ...) -> views of one video and at most `chunk` frames each, in order (video-major)."""
+    for video in x.split(1):
+        yield from video.split(chunk, dim=2)
+
+
+def _checkpointed(fn, vae: nn.Module, x: Tensor, chunk: int, use_checkpoint: bool) -> Tensor:
+    """fn(GradVAE(vae), segment, chunk) on segments of one video and `chunk` frames, each one checkpoint segment,
+    so that the backward pass holds the VAE's activations of `chunk` frames at a time."""
+    outs = []
+    for segment in _segments(x, chunk):
+        if use_checkpoint:
+            outs.append(checkpoint(fn, vae, segment, chunk, use_reentrant=False))
+        else:
+            outs.append(fn(vae, segment, chunk))
+    per_video = -(-x.shape[2] // chunk)
+    return torch.cat([torch.cat(outs[i : i + per_video], dim=2) for i in range(0, len(outs), per_video)])
+
+
 def checkpointed_encode(vae: nn.Module, video: Tensor, chunk: int = 16, use_checkpoint: bool = True) -> Tensor:
     """`encode_video`, differentiable, in checkpointed chunks of frames: (B, 3, F, H, W) -> (B, 4, F, H/8, W/8)."""
     if not video.requires_grad:
         return encode_video(vae, video, chunk)
-    parts = []
-    for frames in video.split(chunk, dim=2):
-        if use_checkpoint:
-            parts.append(checkpoint(_grad_encode, vae, frames, chunk, use_reentrant=False))
-        else:
-            parts.append(_grad_encode(vae, frames, chunk))
-    return torch.cat(parts, dim=2)
+    return _checkpointed(_grad_encode, vae, video, chunk, use_checkpoint)
 
 
 def checkpointed_decode(vae: nn.Module, latents: Tensor, chunk: int = 16, use_checkpoint: bool = True) -> Tensor:
     """`decode_latents`, differentiable, in checkpointed chunks of frames: (N, 4, F, h, w) -> (N, 3, F, 8h, 8w)."""
     if not latents.requires_grad:
         return decode_latents(vae, latents, chunk)
-    parts = []
-    for lat in latents.split(chunk, dim=2):
-        if use_checkpoint:
-            parts.append(checkpoint(_grad_decode, vae, lat, chunk, use_reentrant=False))
-        else:
-            parts.append(_grad_decode(vae, lat, chunk))
-    return torch.cat(parts, dim=2)
+    return _checkpointed(_grad_decode, vae, latents, chunk, use_checkpoint)
 
 
 def full_gradient_grad_fn(classifier: nn.Module, defence, generator: Optional[torch.Generator] = None) -> GradFn:
