@@ -76,7 +76,10 @@ def line_plot(series: dict[str, Sequence[float]], path: str | os.PathLike, title
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         ly = top + 10 + 22 * k
         draw.line([width - right + 15, ly, width - right + 45, ly], fill=colour, width=3)
-        draw.text((width - right + 52, ly), name, fill="black", font=small, anchor="lm")
+        label, room = name, right - 60
+        while len(label) > 4 and draw.textlength(label, font=small) > room:
+            label = label[:-2] + "…"
+        draw.text((width - right + 52, ly), label, fill="black", font=small, anchor="lm")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
