@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     from .data import load_dataset, read_classes
     from .distributed import barrier, init_distributed, local_device, shutdown
     from .records import load_records, merge_records
-    from .report import table_one, table_one_markdown, write_reports
+    from .report import write_reports
     from .runner import ATTACKS, AttackSettings, evaluate
 
     out = Path(args.out)
@@ -268,8 +268,7 @@ def run(args: argparse.Namespace) -> int:
             records = load_records(out)
             info = json.loads((out / "run.json").read_text())
             paths = write_reports(records, out, info, args.loss_attack, info.get("defences", specs))
-            rows = table_one(records, info.get("defences", specs))
-            print(table_one_markdown(rows, [a for a in ATTACKS if any(x["attack"] == a for x in records)]))
+            print((out / "table1.md").read_text(), end="")
             print(f"reports: {', '.join(str(p) for p in paths.values())}")
         barrier()
     finally:
