@@ -134,7 +134,8 @@ def test_scaling_plot_is_a_png_with_one_panel_per_chart_and_both_series(tmp_path
 
 def test_bench_cli_on_tiny_models_writes_the_report_and_ends_with_the_speedup_line(tmp_path, capsys):
     args = ["bench", "--arch", "tiny", "--quick", "--frames", "4", "--size", "32", "--t-star", "1", "--videos", "1",
-            "--warmup", "0", "--scaling-frames", "4,8", "--scaling-t-star", "1", "--threads", "1", "--out", str(tmp_path)]
+            "--warmup", "0", "--scaling-frames", "4,8", "--scaling-t-star", "1", "--threads", "1", "--ablation",
+            "--out", str(tmp_path)]
     assert main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert LAST_LINE.match(lines[-1]), lines[-1]
@@ -144,5 +145,7 @@ def test_bench_cli_on_tiny_models_writes_the_report_and_ends_with_the_speedup_li
     assert results["floors"]["naive"]["invert"] == 2 * results["floors"]["fast"]["invert"]
     assert [p["frames"] for p in results["scaling"]["frames"]] == [4, 8]
     assert (tmp_path / "scaling-cpu-tiny-quick.png").is_file()
+    variants = [row["variant"] for row in results["ablation"]]
+    assert len(variants) == len(set(variants)) >= 5 and all(row["speedup"] > 0 for row in results["ablation"])
     text = (tmp_path / "bench-cpu-tiny-quick.md").read_text()
     assert "| decode |" in text and "full-size ModelScope" in text

@@ -9,6 +9,8 @@ not depend on weight values), on any device including "meta" (shapes only, for F
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -45,22 +47,33 @@ MODELSCOPE_EMBEDDING_SHAPE = (1, 77, 1024)  # CLIP ViT-H text encoder: 77 tokens
 MODELSCOPE_RAFT = "raft_large"  # torchvision raft_large (C_T_V1 weights in real use)
 
 
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    """Build parameters directly in `dtype` (no float32 copy first; converting afterwards also fails on fake tensors)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def build_unet(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, config: dict | None = None) -> nn.Module:
     """A randomly initialised UNet3DConditionModel of the ModelScope configuration (or `config`), eval, no grad."""
     from diffusers import UNet3DConditionModel
 
-    with torch.device(device):
+    with torch.device(device), _default_dtype(dtype):
         unet = UNet3DConditionModel(**(config or MODELSCOPE_UNET_CONFIG))
-    return unet.to(dtype).eval().requires_grad_(False)
+    return unet.eval().requires_grad_(False)
 
 
 def build_vae(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, config: dict | None = None) -> nn.Module:
     """A randomly initialised AutoencoderKL of the ModelScope configuration (or `config`), eval, no grad."""
     from diffusers import AutoencoderKL
 
-    with torch.device(device):
+    with torch.device(device), _default_dtype(dtype):
         vae = AutoencoderKL(**(config or MODELSCOPE_VAE_CONFIG))
-    return vae.to(dtype).eval().requires_grad_(False)
+    return vae.eval().requires_grad_(False)
 
 
 def build_raft(device: str | torch.device = "cpu", arch: str = MODELSCOPE_RAFT) -> nn.Module:

@@ -189,6 +189,8 @@ def other_load() -> str:
     busy = []
     for line in out.stdout.splitlines()[1:]:
         parts = line.split(None, 2)
-        if len(parts) == 3 and int(parts[0]) != os.getpid() and float(parts[1]) >= 20.0:
+        if len(parts) < 3 or int(parts[0]) == os.getpid() or parts[2].startswith("ps "):
+            continue
+        if float(parts[1]) >= 20.0:
             busy.append(f"{parts[2][:80]} ({parts[1]}% CPU)")
     return "; ".join(busy[:3])

@@ -110,16 +110,18 @@ def fast_options(device: torch.device | str, compile: bool = False, unet_flops: 
     CPU: bfloat16 autocast where the CPU runs bf16 natively (AVX512-BF16 / AMX: about 2x on convolutions) for the VAE
     and the flow network, and for the UNet only when one call does at least UNET_AUTOCAST_MIN_FLOPS (`unet_flops`,
     counted): a small UNet's time is per-op overhead, which autocast's casts only add to (measured ~1.3x slower for
-    the small world's). NHWC stays off (no gain measured on CPU), compile too unless asked (minutes to compile).
+    the small world's). channels_last on CPU: the round-robin ablation (benchmarks/results/bench-cpu-world.md)
+    measured 5.37 -> 4.05 s/video in fp32 and 3.51 -> 3.06 s/video with bf16 autocast on the small world.
+    compile stays off unless asked (minutes to compile).
     One UNet call per step, batched chunked decode and one classifier batch are what the fast path always does.
     """
     device = torch.device(device)
     if device.type == "cuda":  # NHWC is left to the ablation: GroupNorm between convolutions may undo its gain
         return {"dtype": "bfloat16", "autocast": "bfloat16", "compile": compile}
     if not cpu_has_native_bf16():
-        return {"compile": compile}
+        return {"channels_last": True, "compile": compile}
     networks = ("unet", "vae", "flow") if (unet_flops or 0) >= UNET_AUTOCAST_MIN_FLOPS else ("vae", "flow")
-    return {"autocast": "bfloat16", "autocast_networks": networks, "compile": compile}
+    return {"autocast": "bfloat16", "autocast_networks": networks, "channels_last": True, "compile": compile}
 
 
 def fast_purifier(models: BenchModels, config: PurifyConfig, cache: Optional[dict] = None) -> Purifier:
@@ -154,6 +156,47 @@ class PathRun:
         return sum(self.video_seconds) / max(len(self.video_seconds), 1)
 
 
+def compare_many(
+    models: BenchModels,
+    naive_config: PurifyConfig,
+    purifiers: dict[str, Purifier],
+    videos: Tensor,
+    warmup_videos: Optional[Tensor] = None,
+    run_naive: bool = True,
+) -> dict[str, PathRun]:
+    """The naive path and every fast purifier on each video of (N, F, H, W, 3), one video at a time.
+
+    Round robin: each video goes through all paths before the next, the starting path rotating, so that other
+    load on the machine drifting over time hits every path alike. `warmup_videos` go through all paths first,
+    unrecorded (first calls pay one-time costs). Returns {"naive": ..., name: ...} (no "naive" with run_naive=False).
+    """
+    device = next(iter(purifiers.values())).device
+    runs = {name: PathRun(name, StageMeter(device)) for name in (["naive"] if run_naive else []) + list(purifiers)}
+
+    def one(name: str, video: Tensor, meter: StageMeter) -> Tensor:
+        if name == "naive":
+            return naive_logits(models, naive_config, video, meter)
+        return fast_logits(purifiers[name], models.classifier, video, meter)
+
+    scratch = StageMeter(device)
+    for video in warmup_videos if warmup_videos is not None else ():
+        for name in runs:
+            one(name, video, scratch)
+    logits: dict[str, list] = {name: [] for name in runs}
+    names = list(runs)
+    for i, video in enumerate(videos):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            run = runs[name]
+            before = run.meter.seconds
+            logits[name].append(one(name, video, run.meter))
+            run.video_seconds.append(run.meter.seconds - before)
+    labels = next(iter(purifiers.values())).config.candidate_labels
+    for name, run in runs.items():
+        timings = {k: s.seconds for k, s in run.meter.stages.items()}
+        run.result = vote(torch.cat(logits[name], dim=1), labels, timings)
+    return runs
+
+
 def compare(
     models: BenchModels,
     naive_config: PurifyConfig,
@@ -162,33 +205,6 @@ def compare(
     warmup_videos: Optional[Tensor] = None,
     run_naive: bool = True,
 ) -> tuple[Optional[PathRun], PathRun]:
-    """Run both paths on every video of (N, F, H, W, 3), one video at a time, alternating which goes first.
-
-    `warmup_videos` go through both paths first, unrecorded (first calls pay one-time costs).
-    Returns (naive, fast); naive is None with run_naive=False.
-    """
-    device = purifier.device
-    naive = PathRun("naive", StageMeter(device)) if run_naive else None
-    fast = PathRun("fast", StageMeter(device))
-    scratch = StageMeter(device)
-    for video in warmup_videos if warmup_videos is not None else ():
-        if run_naive:
-            naive_logits(models, naive_config, video, scratch)
-        fast_logits(purifier, models.classifier, video, scratch)
-    logits = {"naive": [], "fast": []}
-    for i, video in enumerate(videos):
-        order = [fast] + ([naive] if run_naive else [])
-        for run in order if i % 2 else order[::-1]:
-            before = run.meter.seconds
-            if run is fast:
-                out = fast_logits(purifier, models.classifier, video, run.meter)
-            else:
-                out = naive_logits(models, naive_config, video, run.meter)
-            run.video_seconds.append(run.meter.seconds - before)
-            logits[run.name].append(out)
-    labels = purifier.config.candidate_labels
-    for run in (naive, fast):
-        if run is not None:
-            timings = {k: s.seconds for k, s in run.meter.stages.items()}
-            run.result = vote(torch.cat(logits[run.name], dim=1), labels, timings)
-    return naive, fast
+    """Naive vs one fast purifier (see compare_many): returns (naive, fast); naive is None with run_naive=False."""
+    runs = compare_many(models, naive_config, {"fast": purifier}, videos, warmup_videos, run_naive)
+    return runs.get("naive"), runs["fast"]

@@ -96,10 +96,11 @@ def scaling_table(points: list[dict], key: str) -> str:
 
 
 def ablation_table(rows: list[dict]) -> str:
+    stages = [s for s in STAGES if any(s in r.get("stages", {}) for r in rows)]
     return _table(
-        ["fast-path variant", "s/video", "speedup vs naive", "peak mem", "votes equal naive"],
-        [[r["variant"], f"{r['seconds_per_video']:.3f}", f"{r['speedup']:.2f}x", gib(r["peak_bytes"]),
-          "yes" if r["votes_equal"] else "no"] for r in rows],
+        ["fast-path variant", "s/video", "speedup vs naive", *[f"{s} s" for s in stages], "votes equal naive"],
+        [[r["variant"], f"{r['seconds_per_video']:.3f}", f"{r['speedup']:.2f}x",
+          *[f"{r['stages'].get(s, 0):.3f}" for s in stages], "yes" if r["votes_equal"] else "no"] for r in rows],
     )
 
 
@@ -157,7 +158,10 @@ def markdown(results: dict) -> str:
         f"Fast {head['fast']['seconds_per_video']:.3f} s/video vs naive "
         f"{head['naive']['seconds_per_video']:.3f} s/video over {head['videos']} videos: "
         f"**{head['speedup']:.2f}x**; votes equal: **{'yes' if head['votes_equal'] else 'no'}** "
-        f"(per-candidate predictions agree on {head['candidates_agree']:.0%}).",
+        f"(per-candidate predictions agree on {head['candidates_agree']:.0%}). Peak memory of the fast path: "
+        f"{gib(head['fast']['own_peak_bytes'])}"
+        + (" (its peak minus the naive path's float32 model copies, which share the device in this run)."
+           if head['fast']['own_peak_bytes'] != head['fast']['peak_bytes'] else "."),
     ]
     if "world_check" in results:
         w = results["world_check"]
@@ -190,5 +194,6 @@ def markdown(results: dict) -> str:
         parts += ["", f"## Chunking bounds memory ({m['frames']} frames, {m['size']} px, t*=6: "
                   f"{7 * m['frames']} candidate frames to decode)", "", memory_bound_table(m["rows"])]
     if "ablation" in results:
-        parts += ["", "## Fast-path options, one at a time", "", ablation_table(results["ablation"])]
+        parts += ["", "## Fast-path options, one at a time (all variants and the naive path round robin per video)", "",
+                  ablation_table(results["ablation"])]
     return "\n".join(parts) + "\n"

@@ -18,7 +18,7 @@ from ..flow import RaftFlow
 from .flops import stage_flops, unet_call_flops
 from .measure import matmul_rate
 from .models import NATIVE_SHAPE, BenchModels, bench_videos, load_models
-from .paths import PathRun, compare, fast_purifier
+from .paths import PathRun, compare, compare_many, fast_purifier
 
 Log = Callable[[str], None]
 _FAST_MODELS: dict = {}  # the fast path's converted model copies, reused across comparisons (see fast_purifier)
@@ -122,6 +122,9 @@ def comparison(
         "fast": run_summary(fast), "labels": labels.tolist(),
         "wall_seconds": time.perf_counter() - start,
     }
+    # memory the fast path itself needs: its peak minus the naive path's float32 copies, when both sit on the device
+    naive_only = 0 if purifier.unet is models.unet else module_bytes(models.unet) + module_bytes(models.vae)
+    out["fast"]["own_peak_bytes"] = out["fast"]["peak_bytes"] - naive_only
     if naive is not None:
         out["naive"] = run_summary(naive)
         out["speedup"] = naive.seconds_per_video / fast.seconds_per_video
@@ -129,6 +132,11 @@ def comparison(
         out["candidates_agree"] = float((naive.result.predictions == fast.result.predictions).float().mean())
     log(_one_line(out))
     return out
+
+
+def module_bytes(module) -> int:
+    """Bytes of a module's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
 
 
 def _one_line(out: dict) -> str:
@@ -196,21 +204,25 @@ def ablation_variants(device: torch.device, compile: bool) -> list[tuple[str, di
 
 
 def ablation(models: BenchModels, case: Case, device: torch.device, compile: bool, log: Log = print) -> list[dict]:
-    """Each variant's fast path on the same videos (naive once, as the reference for speedup and votes)."""
+    """Every variant's fast path and the naive path on the same videos, round robin per video (compare_many)."""
     videos, _ = bench_videos(case.arch, case.videos + case.warmup, case.frames, case.size)
+    base = base_config(models, device, case.t_star)
+    variants = ablation_variants(device, compile)
+    purifiers = {name: fast_purifier(models, base.replace(**changes), _FAST_MODELS) for name, changes in variants}
+    log(f"  {len(variants)} variants and the naive path, {case.videos} videos round robin ...")
+    runs = compare_many(models, base, purifiers, videos[case.warmup :], videos[: case.warmup] if case.warmup else None)
+    naive = runs["naive"]
     rows = []
-    naive_seconds = None
-    naive_winners = None
-    for name, changes in ablation_variants(device, compile):
-        log(f"  variant: {name}")
-        out = comparison(models, case, device, changes, log, run_naive=naive_seconds is None, videos_tensor=videos)
-        if naive_seconds is None:
-            naive_seconds, naive_winners = out["naive"]["seconds_per_video"], out["naive"]["winners"]
+    for name, changes in variants:
+        run = runs[name]
         rows.append({
-            "variant": name, "changes": changes, "seconds_per_video": out["fast"]["seconds_per_video"],
-            "speedup": naive_seconds / out["fast"]["seconds_per_video"], "peak_bytes": out["fast"]["peak_bytes"],
-            "votes_equal": out["fast"]["winners"] == naive_winners,
+            "variant": name, "changes": changes, "seconds_per_video": run.seconds_per_video,
+            "speedup": naive.seconds_per_video / run.seconds_per_video, "peak_bytes": run.meter.peak_bytes,
+            "votes_equal": bool(torch.equal(run.result.winner, naive.result.winner)),
+            "stages": {k: v.seconds / len(run.video_seconds) for k, v in run.meter.stages.items()},
         })
+        log(f"  {name}: {run.seconds_per_video:.3f} s/video, {rows[-1]['speedup']:.2f}x")
+    log(f"  naive: {naive.seconds_per_video:.3f} s/video")
     return rows
 
 
