@@ -11,6 +11,7 @@ COMMANDS = {
     "demo": "videopure_core.demo",
     "bench": "videopure_core.bench.command",
     "train-world": "videopure_core.world.train",
+    "evaluate-world": "videopure_core.world.evaluate",
     "eval": "videopure_core.evaluation.cli",
     "comfy-run": "videopure_core.comfy_client",
 }

@@ -26,7 +26,7 @@ WORLD_VAE_CONFIG = dict(
     down_block_types=("DownEncoderBlock2D",) * 4,
     up_block_types=("UpDecoderBlock2D",) * 4,
     layers_per_block=1,
-    norm_num_groups=8,
+    norm_num_groups=1,  # one group: per-channel colour survives the norms (8 groups trained ~1 dB slower here)
     latent_channels=4,
     sample_size=64,
 )

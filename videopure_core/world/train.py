@@ -2,9 +2,10 @@
 
 Stages, in order (each writes its models atomically, so an interrupted run leaves finished stages intact and
 `--resume` skips them):
-  1. vae         AutoencoderKL on single frames (L1 + 1e-6 KL); then scaling_factor = 1 / std of the latents.
-  2. classifier  WorldClassifier on clean clips and their VAE reconstructions (the purified candidates it will
-                 see are VAE decodes).
+  1. vae         AutoencoderKL on 32-px crops of single frames (L1 + MSE + 1e-6 KL through the posterior mean);
+                 then scaling_factor = 1 / std of the latents.
+  2. classifier  WorldClassifier on clean clips and (70% of each batch) their VAE reconstructions (the purified
+                 candidates it will see are VAE decodes), with label-preserving flips, time reversal, RGB order.
   3. raft        torchvision raft_small on frame pairs upsampled 2x (as RaftFlow feeds them) against the
                  generator's ground-truth flow (RAFT's sequence loss, gamma 0.8).
   4. unet        UNet3DConditionModel, epsilon prediction with ModelScope's schedule on the VAE latents, fixed
@@ -51,17 +52,19 @@ class TrainPlan:
 
     seed: int = 0
     pool_clips: int = 2400  # training clips generated once (200 per class), kept as uint8
-    vae_steps: int = 4000
-    vae_batch: int = 16  # frames
+    vae_steps: int = 8000
+    vae_batch: int = 16  # frame crops
+    vae_crop: int = 32  # pixels, a multiple of 8
     vae_lr: float = 1e-3
-    classifier_steps: int = 1500
+    classifier_steps: int = 2500
     classifier_batch: int = 16  # clips
+    classifier_recon: float = 0.7  # fraction of each batch that are VAE reconstructions
     classifier_lr: float = 2e-3
     raft_steps: int = 1200
     raft_batch: int = 6  # frame pairs
     raft_iters: int = 8
     raft_lr: float = 4e-4
-    unet_steps: int = 2500
+    unet_steps: int = 1800
     unet_batch: int = 8  # clips
     unet_lr: float = 5e-4
 
@@ -110,13 +113,25 @@ class _Log:
 
     def stage(self, name: str, curve: list, seconds: float, **extra) -> None:
         self.data[name] = {"curve": curve, "seconds": round(seconds, 1), **extra}
+        self.write(name)
+
+    def write(self, *names: str) -> None:
+        """Merge this run's entries `names` into the file (stages may train in parallel processes)."""
+        merged = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        merged.update({k: self.data[k] for k in ("plan", *names) if k in self.data})
+        self.data = {**merged, **{k: self.data[k] for k in names}}
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.data, indent=1))
         os.replace(tmp, self.path)
 
 
 def train_vae(pool: Tensor, plan: TrainPlan, out: Path, log: _Log, progress: bool = True):
-    """Stage 1: frames (N, F, H, W, 3) uint8 -> out/diffusion/vae (AutoencoderKL, scaling_factor fitted)."""
+    """Stage 1: frames (N, F, H, W, 3) uint8 -> out/diffusion/vae (AutoencoderKL, scaling_factor fitted).
+
+    Trained on random `plan.vae_crop`-pixel crops (aligned to the 8-pixel latent grid; the networks are
+    convolutional, so a crop costs a quarter of a frame and teaches the same local code) through the posterior
+    mean, which is what purification encodes with; loss L1 + MSE + 1e-6 KL.
+    """
     from diffusers import AutoencoderKL
 
     torch.manual_seed(plan.seed)
@@ -126,12 +141,14 @@ def train_vae(pool: Tensor, plan: TrainPlan, out: Path, log: _Log, progress: boo
     opt = torch.optim.AdamW(vae.parameters(), lr=plan.vae_lr, weight_decay=0.0)
     curve, running, start = [], 0.0, time.perf_counter()
     bar = tqdm(range(plan.vae_steps), desc="vae", disable=not progress, mininterval=10)
+    size, crop = frames.shape[1], plan.vae_crop
     for step in bar:
         idx = torch.randint(len(frames), (plan.vae_batch,), generator=g)
-        x = _as_float(frames[idx]).permute(0, 3, 1, 2) * 2 - 1
+        i, j = (torch.randint(0, (size - crop) // 8 + 1, (2,), generator=g) * 8).tolist()
+        x = _as_float(frames[idx, i : i + crop, j : j + crop]).permute(0, 3, 1, 2) * 2 - 1
         post = vae.encode(x).latent_dist
-        recon = vae.decode(post.sample(generator=g)).sample
-        loss = (recon - x).abs().mean() + 1e-6 * post.kl().mean()
+        recon = vae.decode(post.mean).sample
+        loss = (recon - x).abs().mean() + (recon - x).pow(2).mean() + 1e-6 * post.kl().mean()
         _cosine_lr(opt, plan.vae_lr, step, plan.vae_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,8 +184,37 @@ def reconstruct(vae, pool: Tensor, chunk: int = 64) -> Tensor:
     return torch.cat(out)
 
 
+def _label_map(swaps: dict[str, str]) -> Tensor:
+    """Class index -> class index after a transform that swaps motion directions (e.g. a horizontal flip)."""
+    def moved(name: str) -> str:
+        shape, direction = name.split("-")
+        return f"{shape}-{swaps.get(direction, direction)}"
+
+    return torch.tensor([CLASSES.index(moved(name)) for name in CLASSES])
+
+
+_FLIP_W = _label_map({"left": "right", "right": "left"})
+_FLIP_H = _label_map({"up": "down", "down": "up"})
+
+
+def _augment_clips(x: Tensor, labels: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Label-preserving augmentation of clips (B, 3, F, H, W): random RGB channel order (colours carry no class),
+    horizontal / vertical flips and time reversal with the motion directions in the labels swapped to match."""
+    x = torch.stack([clip[torch.randperm(3, generator=g)] for clip in x])
+    for dim, mapping in ((4, _FLIP_W), (3, _FLIP_H), (2, None)):
+        flip = torch.rand(x.shape[0], generator=g) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1, 1), x.flip(dim), x)
+        mapped = mapping[labels] if mapping is not None else _FLIP_H[_FLIP_W[labels]]  # time reversal: both
+        labels = torch.where(flip, mapped, labels)
+    return x, labels
+
+
 def train_classifier(pool: Tensor, recon: Tensor, labels: Tensor, plan: TrainPlan, out: Path, log: _Log, progress=True):
-    """Stage 2: clips and their VAE reconstructions (uint8) -> out/classifier."""
+    """Stage 2: clips and their VAE reconstructions (uint8) -> out/classifier.
+
+    A fraction `plan.classifier_recon` of every batch are VAE reconstructions (what the classifier sees after
+    purification), the rest clean clips; all go through `_augment_clips`.
+    """
     torch.manual_seed(plan.seed + 1)
     g = torch.Generator().manual_seed(plan.seed + 1)
     model = WorldClassifier(len(CLASSES)).train()
@@ -177,10 +223,10 @@ def train_classifier(pool: Tensor, recon: Tensor, labels: Tensor, plan: TrainPla
     bar = tqdm(range(plan.classifier_steps), desc="classifier", disable=not progress, mininterval=10)
     for step in bar:
         idx = torch.randint(len(pool), (plan.classifier_batch,), generator=g)
-        use_recon = torch.rand(plan.classifier_batch, generator=g) < 0.5
+        use_recon = torch.rand(plan.classifier_batch, generator=g) < plan.classifier_recon
         clips = torch.where(use_recon.view(-1, 1, 1, 1, 1), recon[idx], pool[idx])
-        x = _as_float(clips).permute(0, 4, 1, 2, 3)
-        loss = F.cross_entropy(model(x), labels[idx])
+        x, y = _augment_clips(_as_float(clips).permute(0, 4, 1, 2, 3), labels[idx], g)
+        loss = F.cross_entropy(model(x), y)
         _cosine_lr(opt, plan.classifier_lr, step, plan.classifier_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -351,7 +397,7 @@ def train_world(out: str | os.PathLike, plan: TrainPlan = TrainPlan(), spec: Wor
         log.stage("encode", [], time.perf_counter() - t0)
         train_unet(latents, plan, out, log, progress)
     log.data["total_seconds"] = round(time.perf_counter() - start, 1)
-    log.stage("data", [], log.data["data"]["seconds"], clips=plan.pool_clips)
+    log.write("total_seconds")
     return out
 
 
