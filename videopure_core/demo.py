@@ -1,8 +1,12 @@
-"""`videopure demo`: purify a video, let a classifier vote, print the table and save a picture.
+"""`videopure demo`: attack a video classifier, purify with VideoPure, vote, print a table and save a picture.
 
-Without model arguments it runs on TINY RANDOMLY INITIALISED models built in code: that shows every stage
-running end to end in seconds, not that anything is purified. Point it at real weights with --model (a
-ModelScope-style diffusers folder), --raft and --classifier-*.
+By default everything runs offline in the trained small world shipped with the package (videopure_core/world:
+a 16-frame 64x64 procedural clip, its AutoencoderKL + UNet3D diffusion model, RAFT-small and a 3D-CNN classifier):
+1. a held-out clip (or your frames with --video) is classified as it is;
+2. L_inf PGD on the bare classifier (gray-box, eps 4/255) makes an adversarial copy;
+3. VideoPure purifies both; every candidate z_0^t is classified and the majority wins;
+4. a table goes to the terminal and a picture (clean / adversarial / perturbation / candidates / flow) to --out.
+Real models: --model (ModelScope-style diffusers folder), --raft, --classifier-arch/--classifier-weights.
 """
 
 from __future__ import annotations
@@ -12,77 +16,112 @@ import time
 
 import torch
 
-HELP = "Purify a video (bundled UCF-101 clip by default), vote with a classifier, print a table, save a picture."
+HELP = "Attack a classifier, purify with VideoPure, vote; prints a table and saves a picture (small world by default)."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--video", help="folder of frame PNGs (0.png, 1.png, ...); default: a bundled UCF-101 clip")
+    p.add_argument("--video", help="folder of frame PNGs (0.png, 1.png, ...) to use instead of a generated clip")
+    p.add_argument("--label", type=int, default=0, help="true class of --video, or the class of the generated clip")
+    p.add_argument("--seed", type=int, default=0, help="which held-out generated clip (test split index)")
     p.add_argument("--frames", type=int, default=16, help="frames to use (default 16)")
     p.add_argument("--size", type=int, default=64, help="resize frames to size x size (multiple of 8; default 64)")
-    p.add_argument("--model", help="ModelScope-style diffusers folder (unet/, vae/, scheduler/, text_encoder/...)")
-    p.add_argument("--raft", help="RAFT weights file (safetensors or torchvision .pth)")
+    p.add_argument("--eps", type=float, default=4.0, help="PGD L_inf budget in 1/255 units (default 4)")
+    p.add_argument("--steps", type=int, default=10, help="PGD iterations (default 10)")
+    p.add_argument("--t-star", type=int, default=6)
+    p.add_argument("--model", help="ModelScope-style diffusers folder instead of the small world's")
+    p.add_argument("--raft", help="RAFT weights file (with --model)")
     p.add_argument("--raft-arch", default="raft_large", choices=["raft_large", "raft_small"])
     p.add_argument("--classifier-arch", default="r3d_18", help="torchvision video architecture (with --classifier-weights)")
-    p.add_argument("--classifier-weights", help="weights file of the torchvision video classifier")
+    p.add_argument("--classifier-weights", help="weights file of a torchvision video classifier")
     p.add_argument("--num-classes", type=int, default=400)
-    p.add_argument("--t-star", type=int, default=6)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--out", default="videopure-demo.png", help="where to save the picture")
 
 
-def run(args: argparse.Namespace) -> int:
-    from . import PurifyConfig, Purifier, load_raft, load_video_classifier
-    from .io import bundled_clip, fit_video, read_frames
-    from .progress import TqdmCallback
-    from .tiny import tiny_purifier
-    from .visualize import flow_to_rgb, save_rows
+def _load(args, config):
+    """(purifier, classifier, class names, description) from the arguments."""
+    from . import Purifier, load_raft, load_video_classifier
+    from .world.models import load_world
 
-    config = PurifyConfig(t_star=args.t_star, device=args.device, dtype=args.dtype)
     device = config.torch_device
-    video = read_frames(args.video, args.frames) if args.video else bundled_clip("17", args.frames)
-    video = fit_video(video, args.size)
-
+    world = None if (args.model and args.classifier_weights) else load_world(device=device)
     if args.model:
         flow = load_raft(args.raft_arch, args.raft, device) if args.raft else None
         purifier = Purifier.from_pretrained(args.model, flow=flow, config=config)
-        label = f"models from {args.model}"
+        what = f"diffusion model from {args.model}"
     else:
-        flow = load_raft("raft_small", None, device)
-        purifier = tiny_purifier(config, flow=flow)
-        purifier.unet.to(device), purifier.vae.to(device)
-        label = "TINY RANDOM models built in code (no trained weights: this shows the pipeline runs, not that it purifies)"
+        purifier = Purifier.from_pretrained(world.diffusion, flow=world.raft, config=config)
+        what = "the trained small world (videopure_core/world/weights)"
     if args.classifier_weights:
         classifier = load_video_classifier(args.classifier_arch, args.classifier_weights, args.num_classes, device)
+        names = None
     else:
-        torch.manual_seed(0)
-        classifier = _tiny_random_classifier(args.num_classes).to(device)
-        label += "; random classifier"
+        classifier, names = world.classifier, world.classes
+    return purifier, classifier, names, what
 
-    print(f"VideoPure demo: {label}")
-    print(f"video {tuple(video.shape)} (F, H, W, 3), t_star={config.t_star}, device={device}")
+
+def run(args: argparse.Namespace) -> int:
+    from .attacks import classifier_grad_fn, pgd
+    from .classifiers import classify
+    from .flow import video_flow
+    from .io import fit_video, read_frames
+    from .progress import TqdmCallback
+    from .visualize import flow_to_rgb, save_rows
+    from .world.evaluate import WORLD_CONFIG
+    from .world.generator import make_split
+
     start = time.perf_counter()
+    config = WORLD_CONFIG.replace(t_star=args.t_star, device=args.device, dtype=args.dtype)
+    if args.model:
+        config = config.replace(guidance_reference=None)
+    purifier, classifier, names, what = _load(args, config)
+    name = (lambda c: names[c]) if names else str  # noqa: E731
+
+    if args.video:
+        video, label = fit_video(read_frames(args.video, args.frames), args.size), args.label
+        source = args.video
+    else:
+        batch = make_split("test", args.seed + 1)
+        video, label = batch.videos[args.seed], int(batch.labels[args.seed])
+        source = f"generated held-out clip {args.seed}"
+    x = purifier.prepare(video)
+    y = torch.tensor([label], device=x.device)
+    print(f"VideoPure demo on {what}")
+    print(f"input: {source}, {tuple(video.shape)} (F, H, W, 3), true class {name(label)}")
+
     with TqdmCallback() as progress:
-        candidates = purifier.purify(video, callback=progress)
-        result = purifier.vote(candidates, classifier)
-    total = time.perf_counter() - start
-    print(result.table())
-    print("seconds per stage: " + ", ".join(f"{s} {t:.2f}" for s, t in result.timings.items()) + f"; total {total:.2f}")
+        adv, losses = pgd(classifier_grad_fn(classifier), x, y, eps=args.eps / 255, step=args.eps / 510,
+                          steps=args.steps, generator=torch.Generator().manual_seed(0), callback=progress)
+        bare = classify(classifier, torch.cat([x, adv])).argmax(-1).tolist()
+        clean_c = purifier.purify(video, callback=progress)
+        adv_c = purifier.purify(adv[0].permute(1, 2, 3, 0), callback=progress)
+        clean_v, adv_v = purifier.vote(clean_c, classifier), purifier.vote(adv_c, classifier)
 
-    rows = [video] + [candidate[0].cpu() for candidate in candidates.videos]
+    def row(title, pred, votes=""):
+        mark = "correct" if pred == label else "WRONG"
+        return f"{title:<28} {name(pred):<16} {mark:<8} {votes}"
+
+    def tally(v):
+        return ", ".join(f"{name(c)} x{n}" for c, n in enumerate(v.counts[0].tolist()) if n)
+
+    print()
+    print(f"{'':<28} {'prediction':<16} {'':<8} votes of the {len(adv_c.labels)} candidates")
+    print(row("clean, no defence", bare[0]))
+    print(row(f"PGD eps {args.eps:g}/255, no defence", bare[1]))
+    print(row("clean + VideoPure", int(clean_v.winner[0]), tally(clean_v)))
+    print(row("PGD + VideoPure", int(adv_v.winner[0]), tally(adv_v)))
+    print(f"\nper-candidate predictions on the adversarial video:\n{adv_v.table(names)}")
+    print("\nseconds per stage (adversarial video): " + ", ".join(f"{s} {t:.2f}" for s, t in adv_v.timings.items()))
+
+    adv_video = adv[0].permute(1, 2, 3, 0).cpu()
+    perturbation = ((adv_video - video.cpu()) * (255 / (2 * args.eps)) + 0.5).clamp(0, 1)
+    rows = [video.cpu(), adv_video, perturbation] + [c[0].cpu() for c in adv_c.videos]
     if purifier.flow_fn is not None:
-        from .flow import video_flow
-
-        fwd, _ = video_flow(purifier.flow_fn, purifier.prepare(video))
-        rows.append(flow_to_rgb(fwd[0]))
+        rows.append(flow_to_rgb(video_flow(purifier.flow_fn, adv)[0][0]))
     path = save_rows(rows, args.out)
-    print(f"picture: {path} (rows: input, candidates z_0^{config.t_star} ... z_0^0, optical flow)")
+    print(f"\npicture: {path}")
+    print(f"  rows: clean, adversarial, perturbation (x{255 / (2 * args.eps):.0f}), purified candidates "
+          f"z_0^{config.t_star} ... z_0^0 of the adversarial video, optical flow of the adversarial video")
+    print(f"total {time.perf_counter() - start:.1f} s")
     return 0
-
-
-def _tiny_random_classifier(num_classes: int) -> torch.nn.Module:
-    from torch import nn
-
-    return nn.Sequential(
-        nn.Conv3d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, num_classes)
-    ).eval()
