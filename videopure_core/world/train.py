@@ -4,8 +4,8 @@ Stages, in order (each writes its models atomically, so an interrupted run leave
 `--resume` skips them):
   1. vae         AutoencoderKL on 32-px crops of single frames (L1 + MSE + 1e-6 KL through the posterior mean);
                  then scaling_factor = 1 / std of the latents.
-  2. classifier  WorldClassifier on clean clips and (70% of each batch) their VAE reconstructions (the purified
-                 candidates it will see are VAE decodes), with label-preserving flips, time reversal, RGB order.
+  2. classifier  WorldClassifier on clean clips and their VAE reconstructions (the purified candidates it will
+                 see are VAE decodes).
   3. raft        torchvision raft_small on frame pairs upsampled 2x (as RaftFlow feeds them) against the
                  generator's ground-truth flow (RAFT's sequence loss, gamma 0.8).
   4. unet        UNet3DConditionModel, epsilon prediction with ModelScope's schedule on the VAE latents, fixed
@@ -56,9 +56,8 @@ class TrainPlan:
     vae_batch: int = 16  # frame crops
     vae_crop: int = 32  # pixels, a multiple of 8
     vae_lr: float = 1e-3
-    classifier_steps: int = 2500
+    classifier_steps: int = 1500
     classifier_batch: int = 16  # clips
-    classifier_recon: float = 0.7  # fraction of each batch that are VAE reconstructions
     classifier_lr: float = 2e-3
     raft_steps: int = 1200
     raft_batch: int = 6  # frame pairs
@@ -184,37 +183,8 @@ def reconstruct(vae, pool: Tensor, chunk: int = 64) -> Tensor:
     return torch.cat(out)
 
 
-def _label_map(swaps: dict[str, str]) -> Tensor:
-    """Class index -> class index after a transform that swaps motion directions (e.g. a horizontal flip)."""
-    def moved(name: str) -> str:
-        shape, direction = name.split("-")
-        return f"{shape}-{swaps.get(direction, direction)}"
-
-    return torch.tensor([CLASSES.index(moved(name)) for name in CLASSES])
-
-
-_FLIP_W = _label_map({"left": "right", "right": "left"})
-_FLIP_H = _label_map({"up": "down", "down": "up"})
-
-
-def _augment_clips(x: Tensor, labels: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Label-preserving augmentation of clips (B, 3, F, H, W): random RGB channel order (colours carry no class),
-    horizontal / vertical flips and time reversal with the motion directions in the labels swapped to match."""
-    x = torch.stack([clip[torch.randperm(3, generator=g)] for clip in x])
-    for dim, mapping in ((4, _FLIP_W), (3, _FLIP_H), (2, None)):
-        flip = torch.rand(x.shape[0], generator=g) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1, 1), x.flip(dim), x)
-        mapped = mapping[labels] if mapping is not None else _FLIP_H[_FLIP_W[labels]]  # time reversal: both
-        labels = torch.where(flip, mapped, labels)
-    return x, labels
-
-
 def train_classifier(pool: Tensor, recon: Tensor, labels: Tensor, plan: TrainPlan, out: Path, log: _Log, progress=True):
-    """Stage 2: clips and their VAE reconstructions (uint8) -> out/classifier.
-
-    A fraction `plan.classifier_recon` of every batch are VAE reconstructions (what the classifier sees after
-    purification), the rest clean clips; all go through `_augment_clips`.
-    """
+    """Stage 2: clips and their VAE reconstructions (uint8) -> out/classifier."""
     torch.manual_seed(plan.seed + 1)
     g = torch.Generator().manual_seed(plan.seed + 1)
     model = WorldClassifier(len(CLASSES)).train()
@@ -223,10 +193,10 @@ def train_classifier(pool: Tensor, recon: Tensor, labels: Tensor, plan: TrainPla
     bar = tqdm(range(plan.classifier_steps), desc="classifier", disable=not progress, mininterval=10)
     for step in bar:
         idx = torch.randint(len(pool), (plan.classifier_batch,), generator=g)
-        use_recon = torch.rand(plan.classifier_batch, generator=g) < plan.classifier_recon
+        use_recon = torch.rand(plan.classifier_batch, generator=g) < 0.5
         clips = torch.where(use_recon.view(-1, 1, 1, 1, 1), recon[idx], pool[idx])
-        x, y = _augment_clips(_as_float(clips).permute(0, 4, 1, 2, 3), labels[idx], g)
-        loss = F.cross_entropy(model(x), y)
+        x = _as_float(clips).permute(0, 4, 1, 2, 3)
+        loss = F.cross_entropy(model(x), labels[idx])
         _cosine_lr(opt, plan.classifier_lr, step, plan.classifier_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
