@@ -201,6 +201,20 @@ def model_card(metrics: dict, log: dict) -> str:
         f"VideoPure settings: the paper's defaults with {m['config']} (the guidance step rescaled from the paper's",
         "32x28x28 latent to this world's 16x8x8; see `PurifyConfig.guidance_reference`).",
         "",
+        "Where accuracy is lost: every VideoPure candidate is a VAE decode, and the classifier scores "
+        f"{m['classifier_recon_acc']:.1%} on plain",
+        "reconstructions of clean clips (its errors there are confusions between shapes, not directions), so that",
+        "bounds Standard Acc; Standard Acc minus Robust Acc* "
+        f"({(std - rob) * 100:.1f} points) is what the attack still gets through purification.",
+        "",
+        "Reproduce (the shipped weights were trained with the stages in two processes at a time, one thread each:",
+        "vae and raft, then classifier and unet, each `--stages ... --resume` into the same folder):",
+        "",
+        "```bash",
+        "videopure train-world --out DIR --threads 1      # all four stages in one process",
+        "videopure evaluate-world --weights DIR           # metrics.json and this card",
+        "```",
+        "",
         "Reference outputs checked by `tests/test_world_models.py`: the classifier's predictions on the first 12 test",
         f"clips {m['reference_predictions_first12']}, VideoPure's winners on the first 2 {m['reference_videopure_winners_first2']}.",
     ]
