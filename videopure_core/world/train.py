@@ -73,9 +73,18 @@ class TrainPlan:
         return TrainPlan(**{**asdict(self), **steps, "pool_clips": max(12, round(self.pool_clips * factor) // 12 * 12)})
 
 
-def _report(bar, curve: list) -> None:
-    if curve:
-        bar.set_postfix(loss=curve[-1][1], refresh=False)
+class _Curve:
+    """The mean of a per-step value over every `every` steps, as [[step, mean], ...], shown on the progress bar."""
+
+    def __init__(self, bar, every: int = 50):
+        self.bar, self.every, self.points, self.running = bar, every, [], 0.0
+
+    def add(self, step: int, value: float) -> None:
+        self.running += value
+        if (step + 1) % self.every == 0:
+            self.points.append([step + 1, round(self.running / self.every, 5)])
+            self.running = 0.0
+            self.bar.set_postfix(loss=self.points[-1][1], refresh=False)
 
 
 def _cosine_lr(opt: torch.optim.Optimizer, base: float, step: int, total: int, warmup: int = 100) -> None:
@@ -138,8 +147,9 @@ def train_vae(pool: Tensor, plan: TrainPlan, out: Path, log: _Log, progress: boo
     frames = pool.flatten(0, 1)  # (N*F, H, W, 3)
     vae = AutoencoderKL(**WORLD_VAE_CONFIG).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=plan.vae_lr, weight_decay=0.0)
-    curve, running, start = [], 0.0, time.perf_counter()
+    start = time.perf_counter()
     bar = tqdm(range(plan.vae_steps), desc="vae", disable=not progress, mininterval=10)
+    curve = _Curve(bar)
     size, crop = frames.shape[1], plan.vae_crop
     for step in bar:
         idx = torch.randint(len(frames), (plan.vae_batch,), generator=g)
@@ -152,11 +162,7 @@ def train_vae(pool: Tensor, plan: TrainPlan, out: Path, log: _Log, progress: boo
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        running += loss.item()
-        if (step + 1) % 50 == 0:
-            curve.append([step + 1, round(running / 50, 5)])
-            running = 0.0
-            _report(bar, curve)
+        curve.add(step, loss.item())
     vae.eval()
     with torch.no_grad():
         sample = _as_float(frames[torch.randint(len(frames), (512,), generator=g)]).permute(0, 3, 1, 2) * 2 - 1
@@ -167,7 +173,7 @@ def train_vae(pool: Tensor, plan: TrainPlan, out: Path, log: _Log, progress: boo
     vae.save_pretrained(tmp)
     (out / "diffusion").mkdir(parents=True, exist_ok=True)
     _replace_dir(tmp, out / "diffusion" / "vae")
-    log.stage("vae", curve, time.perf_counter() - start, scaling_factor=scaling)
+    log.stage("vae", curve.points, time.perf_counter() - start, scaling_factor=scaling)
     return vae
 
 
@@ -189,8 +195,9 @@ def train_classifier(pool: Tensor, recon: Tensor, labels: Tensor, plan: TrainPla
     g = torch.Generator().manual_seed(plan.seed + 1)
     model = WorldClassifier(len(CLASSES)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=plan.classifier_lr, weight_decay=1e-4)
-    curve, running, start = [], 0.0, time.perf_counter()
+    start = time.perf_counter()
     bar = tqdm(range(plan.classifier_steps), desc="classifier", disable=not progress, mininterval=10)
+    curve = _Curve(bar)
     for step in bar:
         idx = torch.randint(len(pool), (plan.classifier_batch,), generator=g)
         use_recon = torch.rand(plan.classifier_batch, generator=g) < 0.5
@@ -201,16 +208,12 @@ def train_classifier(pool: Tensor, recon: Tensor, labels: Tensor, plan: TrainPla
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        running += loss.item()
-        if (step + 1) % 50 == 0:
-            curve.append([step + 1, round(running / 50, 5)])
-            running = 0.0
-            _report(bar, curve)
+        curve.add(step, loss.item())
     model.eval()
     tmp = _tmp_dir(out, "classifier")
     save_classifier(model, tmp, CLASSES)
     _replace_dir(tmp, out / "classifier")
-    log.stage("classifier", curve, time.perf_counter() - start)
+    log.stage("classifier", curve.points, time.perf_counter() - start)
     return model
 
 
@@ -238,8 +241,9 @@ def train_raft(plan: TrainPlan, spec: WorldSpec, out: Path, log: _Log, progress=
     torch.manual_seed(plan.seed + 2)
     model = raft_small(weights=None, progress=False).train()
     opt = torch.optim.AdamW(model.parameters(), lr=plan.raft_lr, weight_decay=1e-5)
-    curve, running, start = [], 0.0, time.perf_counter()
+    start = time.perf_counter()
     bar = tqdm(range(plan.raft_steps), desc="raft", disable=not progress, mininterval=10)
+    curve = _Curve(bar)
     for step in bar:
         a, b, flow = _raft_pairs(plan.raft_batch, step, plan, spec)
         preds = model(a, b, num_flow_updates=plan.raft_iters)
@@ -250,14 +254,10 @@ def train_raft(plan: TrainPlan, spec: WorldSpec, out: Path, log: _Log, progress=
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        running += float((preds[-1].detach() - flow).pow(2).sum(1).sqrt().mean()) / 2  # EPE in 64-px frame units
-        if (step + 1) % 50 == 0:
-            curve.append([step + 1, round(running / 50, 5)])
-            running = 0.0
-            _report(bar, curve)
+        curve.add(step, float((preds[-1].detach() - flow).pow(2).sum(1).sqrt().mean()) / 2)  # EPE in 64-px frame units
     model.eval()
     save_safetensors_atomic(model.state_dict(), out / "raft_small.safetensors")
-    log.stage("raft", curve, time.perf_counter() - start, curve_metric="train EPE (px at 64x64)")
+    log.stage("raft", curve.points, time.perf_counter() - start, curve_metric="train EPE (px at 64x64)")
     return model
 
 
@@ -282,8 +282,9 @@ def train_unet(latents: Tensor, plan: TrainPlan, out: Path, log: _Log, progress=
     emb = null_embedding()
     unet = UNet3DConditionModel(**WORLD_UNET_CONFIG).train()
     opt = torch.optim.AdamW(unet.parameters(), lr=plan.unet_lr, weight_decay=0.0)
-    curve, running, start = [], 0.0, time.perf_counter()
+    start = time.perf_counter()
     bar = tqdm(range(plan.unet_steps), desc="unet", disable=not progress, mininterval=10)
+    curve = _Curve(bar)
     for step in bar:
         idx = torch.randint(len(latents), (plan.unet_batch,), generator=g)
         z0 = _augment(latents[idx], g)
@@ -301,11 +302,7 @@ def train_unet(latents: Tensor, plan: TrainPlan, out: Path, log: _Log, progress=
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        running += loss.item()
-        if (step + 1) % 50 == 0:
-            curve.append([step + 1, round(running / 50, 5)])
-            running = 0.0
-            _report(bar, curve)
+        curve.add(step, loss.item())
     unet.eval()
     tmp = _tmp_dir(out, "unet")
     unet.save_pretrained(tmp / "unet")
@@ -318,7 +315,7 @@ def train_unet(latents: Tensor, plan: TrainPlan, out: Path, log: _Log, progress=
             shutil.rmtree(diffusion / name)
         os.replace(tmp / name, diffusion / name)
     shutil.rmtree(tmp)
-    log.stage("unet", curve, time.perf_counter() - start)
+    log.stage("unet", curve.points, time.perf_counter() - start)
     return unet
 
 
