@@ -54,15 +54,20 @@ def read_frames(folder: str | os.PathLike, max_frames: int | None = None) -> Ten
     return torch.from_numpy(np.stack(frames)).float() / 255.0
 
 
-def save_png(image: Tensor, path: str | os.PathLike) -> Path:
-    """(H, W, 3) in [0,1] -> a PNG file, written under a temporary name and renamed into place."""
+def save_image_png(image: Image.Image, path: str | os.PathLike) -> Path:
+    """A PIL image -> a PNG file, written under a temporary name and renamed into place (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    Image.fromarray(pixels).save(tmp, format="PNG")
+    image.save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
+
+
+def save_png(image: Tensor, path: str | os.PathLike) -> Path:
+    """(H, W, 3) in [0,1] -> a PNG file, written atomically (save_image_png)."""
+    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return save_image_png(Image.fromarray(pixels), path)
 
 
 def write_frames(video: Tensor, folder: str | os.PathLike) -> Path:

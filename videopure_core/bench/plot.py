@@ -14,6 +14,8 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..io import save_image_png
+
 COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (127, 127, 127))
 
 
@@ -84,9 +86,4 @@ def panels_png(panels: Sequence[Panel], path: str | os.PathLike, panel_size: tup
     draw = ImageDraw.Draw(image)
     for i, panel in enumerate(panels):
         _draw_panel(draw, panel, (i * pw + 70, 50, (i + 1) * pw - 20, ph - 55))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return save_image_png(image, path)

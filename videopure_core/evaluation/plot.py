@@ -9,6 +9,8 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..io import save_image_png
+
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 
@@ -80,9 +82,4 @@ def line_plot(series: dict[str, Sequence[float]], path: str | os.PathLike, title
         while len(label) > 4 and draw.textlength(label, font=small) > room:
             label = label[:-2] + "…"
         draw.text((width - right + 52, ly), label, fill="black", font=small, anchor="lm")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return save_image_png(image, path)
