@@ -31,6 +31,7 @@ def test_training_writes_every_model_in_the_loadable_layout(tiny_world):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no half-written temporary folders left
     log = json.loads((out / "training_log.json").read_text())
     assert {"vae", "classifier", "raft", "unet"} <= set(log) and log["plan"]["vae_steps"] == plan.vae_steps
+    assert all(log[stage]["threads"] >= 1 for stage in ("vae", "classifier", "raft", "unet"))  # the card reports them
     vae_config = json.loads((out / "diffusion/vae/config.json").read_text())
     assert vae_config["scaling_factor"] > 0 and vae_config["latent_channels"] == 4
     world = load_world(out)
@@ -50,7 +51,9 @@ def test_evaluate_world_writes_metrics_and_a_model_card_with_every_target(tiny_w
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert 0 <= metrics["classifier_clean_acc"] <= 1 and metrics["flow_epe_px"] >= 0
     assert len(metrics["reference_predictions_first12"]) == 12
+    assert len(metrics["standard_acc_by_stage"]) == 3 and all(0 <= a <= 1 for a in metrics["standard_acc_by_stage"].values())
     card = (out / "MODEL_CARD.md").read_text()
-    for target in (">= 95%", "<= 10%", "within 5 points", ">= 70%", "PSNR", "end-point error", "eps MSE"):
+    for target in (">= 95%", "<= 10%", "within 5 points", ">= 70%", "PSNR", "end-point error", "eps MSE", "torch threads: vae",
+                   "plain DDIM inversion, no guidance"):
         assert target in card, target
 

@@ -56,7 +56,7 @@ class TrainPlan:
     vae_batch: int = 16  # frame crops
     vae_crop: int = 32  # pixels, a multiple of 8
     vae_lr: float = 1e-3
-    classifier_steps: int = 1500
+    classifier_steps: int = 4000
     classifier_batch: int = 16  # clips
     classifier_lr: float = 2e-3
     raft_steps: int = 1200
@@ -120,7 +120,7 @@ class _Log:
         self.data = json.loads(path.read_text()) if path.is_file() else {}
 
     def stage(self, name: str, curve: list, seconds: float, **extra) -> None:
-        self.data[name] = {"curve": curve, "seconds": round(seconds, 1), **extra}
+        self.data[name] = {"curve": curve, "seconds": round(seconds, 1), "threads": torch.get_num_threads(), **extra}
         self.write(name)
 
     def write(self, *names: str) -> None:
