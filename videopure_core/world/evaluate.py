@@ -28,6 +28,7 @@ from ..purifier import Purifier
 from ..vae import decode_latents, encode_video
 from .generator import make_split
 from .models import WEIGHTS, load_world
+from .train import STAGES
 
 HELP = "Measure the trained small world (accuracy, PSNR, flow EPE, PGD, VideoPure) and update its model card."
 
@@ -157,7 +158,7 @@ def _curve_points(curve: list, n: int = 6) -> str:
 
 def _threads(log: dict) -> str:
     """How many torch threads each model stage used, e.g. "torch threads: vae 1, classifier 2, ..."."""
-    return "torch threads: " + ", ".join(f"{k} {log[k].get('threads', '?')}" for k in ("vae", "classifier", "raft", "unet") if k in log)
+    return "torch threads: " + ", ".join(f"{k} {log[k].get('threads', '?')}" for k in STAGES if k in log)
 
 
 def _mark(ok: bool) -> str:
@@ -238,11 +239,11 @@ def model_card(metrics: dict, log: dict) -> str:
         "",
         f"Standard Acc minus Robust Acc* ({(std - rob) * 100:.1f} points) is what the attack still gets through purification.",
         "",
-        "Reproduce on 2 cores in about 75 min (from the stage times above, the classifier's scaled to one thread):",
-        "two stages at a time, one thread each, into the same folder (the",
-        "VAE must exist before the classifier and the UNet start; the log merges across processes). All four stages",
-        "in one process (`videopure train-world --out DIR`) is simpler but slower. The shipped weights were made so,",
-        "except that the classifier stage was rerun alone with two threads when its steps went from 1500 to 4000.",
+        "Reproduce on 2 cores in about 75 min (from the stage times above, the classifier's scaled to one thread) by",
+        "running two stages at a time, one thread each, into the same folder: the VAE must exist before the classifier",
+        "and the UNet start, and the log merges across processes. All four stages in one process",
+        "(`videopure train-world --out DIR`) is simpler but slower. The shipped weights were made so, except that the",
+        "classifier stage was rerun alone with two threads when its steps went from 1500 to 4000.",
         "",
         "```bash",
         "videopure train-world --out DIR --stages vae --threads 1 & videopure train-world --out DIR --stages raft --threads 1; wait",
