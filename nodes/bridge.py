@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from videopure_core.loading import ModelNotFoundError
-from videopure_core.video import check_video
+from videopure_core.video import from_frames, to_frames
 
 log = logging.getLogger("videopure")
 
@@ -247,20 +247,32 @@ class Progress:
         return end - self.offsets[stage]
 
 
-# --- IMAGE batches <-> videos ----------------------------------------------------------------------------------
+def hooks(stages: Optional[dict[str, int]] = None):
+    """Pipeline hooks that drive the node's progress bar and check for Cancel (see Progress)."""
+    from videopure_core.pipeline import Hooks
+
+    return Hooks(Progress(stages))
+
+
+# --- IMAGE batches <-> videos (the one place where the node pack converts layouts) --------------------------------
 
 
 def image_to_video(image: Tensor, name: str = "images") -> Tensor:
-    """A ComfyUI IMAGE batch (F, H, W, 3), one image per frame, -> one video (1, F, H, W, 3) float32, checked."""
+    """A ComfyUI IMAGE batch (F, H, W, 3), one image per frame, -> one video (1, 3, F, H, W) float32, checked."""
     if isinstance(image, Tensor) and image.dim() != 4:
         raise ValueError(
             f"{name} has shape {tuple(image.shape)}; VideoPure takes an IMAGE batch (frames, height, width, 3), "
             f"one image per frame of one video."
         )
-    return check_video(image, name=name)
+    return from_frames(image, name=name)
 
 
 def video_to_image(video: Tensor) -> Tensor:
-    """(..., F, H, W, 3) in [0,1] (one video, a batch, candidates x batch) -> an IMAGE batch (frames, H, W, 3) on
-    the intermediate device, videos one after the other."""
-    return video.detach().reshape(-1, *video.shape[-3:]).float().clamp(0, 1).contiguous().to(output_device())
+    """Videos (..., 3, F, H, W) in [0,1] (one video, a batch, candidates x batch) -> an IMAGE batch (frames, H, W, 3)
+    on the intermediate device, videos one after the other."""
+    return frames_to_image(to_frames(video.detach()))
+
+
+def frames_to_image(frames: Tensor) -> Tensor:
+    """Frames (..., H, W, 3) in [0,1] -> an IMAGE batch (N, H, W, 3) float32 on the intermediate device."""
+    return frames.detach().reshape(-1, *frames.shape[-3:]).float().clamp(0, 1).contiguous().to(output_device())

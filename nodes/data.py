@@ -32,7 +32,7 @@ class VideoPureWorldClip:
     def clip(self, split, index, frames):
         label = index % len(CLASSES)
         clip = make_clip(label, SPLIT_SEEDS[split] + index, WorldSpec(frames=frames))
-        return (bridge.video_to_image(clip.video), label, CLASSES[label])
+        return (bridge.frames_to_image(clip.video), label, CLASSES[label])
 
 
 class VideoPureFitVideo:
@@ -57,7 +57,7 @@ class VideoPureFitVideo:
 
     def fit(self, images, size, max_frames):
         video = images[:max_frames] if max_frames else images
-        return (bridge.video_to_image(fit_video(video.float(), size or None)),)
+        return (bridge.frames_to_image(fit_video(video.float(), size or None)),)
 
 
 NODE_CLASS_MAPPINGS = {"VideoPureWorldClip": VideoPureWorldClip, "VideoPureFitVideo": VideoPureFitVideo}

@@ -67,7 +67,7 @@ class VideoPureDiffusionLoader:
             path = bridge.find_diffusion_folder(model)
         torch_dtype = bridge.network_dtype(dtype, bridge.compute_device())
         m = load_outside_inference(load_diffusion, path, torch_dtype, "cpu")
-        return (DiffusionModel(m.unet, m.vae, m.scheduler_config, m.embedding, keep_loaded, model),)
+        return (DiffusionModel(m, keep_loaded, model),)
 
 
 class VideoPureRAFTLoader:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import torch
 
+from videopure_core import pipeline
 from videopure_core.attacks import classifier_grad_fn, pgd
 from videopure_core.classifiers import classify
 from videopure_core.flow import resize_flow
-from videopure_core.video import to_channels_first, to_channels_last
 from videopure_core.visualize import flow_to_rgb
-from videopure_core.vote import vote
 
 from . import bridge
 from .types import CANDIDATES, CLASSIFIER, FLOW
@@ -19,13 +18,10 @@ BATCH = ("INT", {"default": 8, "min": 1, "max": 1024, "tooltip": "Videos per cla
 
 
 def vote_candidates(classifier, candidates, batch_size: int, progress=None):
-    """Classify every decoded candidate (K x B videos) and take the majority: -> VoteResult."""
-    k, b = candidates.videos.shape[:2]
-    classifier.check_frames(candidates.videos.shape[2])
-    with classifier.on_device() as device:
-        pixels = to_channels_first(candidates.videos.flatten(0, 1)).to(device)
-        logits = classify(classifier.model, pixels, batch_size, progress).reshape(k, b, -1)
-    return vote(logits.cpu(), candidates.labels, candidates.timings)
+    """The pipeline's vote on the classifier handle's device: every candidate (K x B videos) -> VoteResult."""
+    classifier.check_frames(candidates.videos.shape[3])
+    with classifier.on_device():
+        return pipeline.vote_candidates(classifier.model, candidates, batch_size, progress)
 
 
 class VideoPureClassifierVote:
@@ -68,9 +64,9 @@ class VideoPureClassify:
 
     def classify(self, classifier, images, top_k):
         video = bridge.image_to_video(images)
-        classifier.check_frames(video.shape[1])
+        classifier.check_frames(video.shape[2])
         with classifier.on_device() as device:
-            logits = classify(classifier.model, to_channels_first(video).to(device))[0].cpu()
+            logits = classify(classifier.model, video.to(device))[0].cpu()
         probs = logits.softmax(-1)
         top = probs.topk(min(top_k, probs.numel()))
         lines = [f"{'class':<24} {'p':>6}"]
@@ -95,7 +91,7 @@ class VideoPureFlowImage:
     def render(self, flow):
         forward = flow.flow.forward[:1]  # (1, F-1, 2, h, w), the first video
         pixels = resize_flow(forward.float(), tuple(flow.image_size))[0]  # back to pixel units and size
-        return (bridge.video_to_image(flow_to_rgb(pixels)),)
+        return (bridge.frames_to_image(flow_to_rgb(pixels)),)
 
 
 class VideoPurePGDAttack:
@@ -128,10 +124,10 @@ class VideoPurePGDAttack:
 
     def attack(self, classifier, images, label, epsilon, step_size, steps, norm, random_start, start_seed):
         video = bridge.image_to_video(images)
-        classifier.check_frames(video.shape[1])
+        classifier.check_frames(video.shape[2])
         num_classes = None
         with classifier.on_device() as device:
-            x = to_channels_first(video).to(device)
+            x = video.to(device)
             clean = classify(classifier.model, x)
             num_classes = clean.shape[-1]
             if label >= num_classes:
@@ -142,12 +138,12 @@ class VideoPurePGDAttack:
                               steps=steps, norm=norm, random_start=random_start,
                               generator=torch.Generator().manual_seed(int(start_seed)), callback=bridge.Progress())
             attacked = classify(classifier.model, adv)
-        adv_video = to_channels_last(adv)[0].cpu()
+        delta = (adv - x)[0].cpu()
         scale = 2 * max(epsilon, 1e-6) / 255
-        perturbation = ((adv_video - video[0]) / scale + 0.5).clamp(0, 1)
+        perturbation = (delta / scale + 0.5).clamp(0, 1)
         report = self._report(classifier, int(y[0]), clean[0].cpu(), attacked[0].cpu(), losses.cpu(), epsilon,
-                              norm, steps, (adv_video - video[0]))
-        return (bridge.video_to_image(adv_video), bridge.video_to_image(perturbation), report)
+                              norm, steps, delta)
+        return (bridge.video_to_image(adv[0]), bridge.video_to_image(perturbation), report)
 
     @staticmethod
     def _report(classifier, target, clean, attacked, losses, epsilon, norm, steps, delta) -> str:

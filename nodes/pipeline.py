@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 
-from videopure_core.config import PurifyConfig
-from videopure_core.purifier import Candidates, Purifier
+from videopure_core.config import Guidance, PurifyConfig, Runtime
+from videopure_core.pipeline import Candidates
+from videopure_core.purifier import Purifier
 
 from . import bridge
 from .outputs import vote_candidates
-from .stages import CHUNK, GUIDANCE_INPUTS, parse_reference, pick_candidate
+from .stages import CHUNK, GUIDANCE_INPUTS, parse_reference
 from .types import CANDIDATES, CLASSIFIER, MODEL, RAFT
 
 
@@ -47,11 +48,9 @@ class VideoPurePurify:
     def purify(self, model, images, t_star, temporal, guidance, alpha_s, lambda_temp, lambda_spa, guidance_reference,
                raft_iters, raft_input_range, candidate, chunk, raft=None, classifier=None):
         video = bridge.image_to_video(images)
-        config = PurifyConfig(
-            t_star=t_star, temporal=temporal, guidance=guidance, alpha_s=alpha_s, lambda_temp=lambda_temp,
-            lambda_spa=lambda_spa, guidance_reference=parse_reference(guidance_reference), raft_iters=raft_iters,
-            raft_input_range=raft_input_range, encode_chunk=chunk, decode_chunk=chunk, flow_chunk=chunk,
-        )
+        config = PurifyConfig(t_star=t_star, temporal=temporal, guidance=Guidance(
+            enabled=guidance, alpha_s=alpha_s, lambda_temp=lambda_temp, lambda_spa=lambda_spa,
+            lambda_reference=parse_reference(guidance_reference)))
         if config.needs_flow and raft is None:
             raise ValueError(f"The temporal loss (lambda_temp={lambda_temp:g}) needs optical flow: connect a "
                              f"VideoPure RAFT Loader to the 'raft' input, or set lambda_temp to 0.")
@@ -64,17 +63,17 @@ class VideoPurePurify:
             if config.needs_flow:
                 stack.enter_context(raft.on_device())
                 flow_fn = raft.flow_fn(raft_iters, raft_input_range)
-            purifier = Purifier(model.unet, model.vae, model.scheduler_config, model.embedding, flow_fn, config)
+            purifier = Purifier(model.models, flow_fn, config, Runtime(chunk=chunk))
             result = purifier.purify(video, progress)
-        videos = result.videos.to(bridge.output_device())
-        candidates = Candidates(videos, result.latents.to(bridge.output_device()), result.labels, result.timings)
-        shown = pick_candidate(videos, candidates.labels, candidate)
+        out = bridge.output_device()
+        candidates = Candidates(result.videos.to(out), result.latents.to(out), result.labels, result.timings)
+        shown = candidates.pick(candidate)
         table, winner = "", -1
         if classifier is not None:
             voted = vote_candidates(classifier, candidates, 8, progress)
             table, winner = voted.table(classifier.classes), int(voted.winner[0])
         ui = {"text": [table]} if table else {}
-        return {"ui": ui, "result": (bridge.video_to_image(shown), bridge.video_to_image(videos), table, winner,
+        return {"ui": ui, "result": (bridge.video_to_image(shown), bridge.video_to_image(candidates.videos), table, winner,
                                      candidates)}
 
 

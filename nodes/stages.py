@@ -13,15 +13,12 @@ import dataclasses
 
 import torch
 
-from videopure_core.config import PurifyConfig
-from videopure_core.denoise import denoise_step, guided_denoise
-from videopure_core.denoise import final_candidate as make_final_candidate
-from videopure_core.flow import LatentFlow, latent_flow
-from videopure_core.inversion import ddim_invert
-from videopure_core.purifier import Candidates
+from videopure_core import pipeline
+from videopure_core.config import Guidance, PurifyConfig
+from videopure_core.denoise import denoise_steps
+from videopure_core.flow import LatentFlow
+from videopure_core.pipeline import Candidates
 from videopure_core.schedule import make_schedule
-from videopure_core.vae import decode_latents, encode_video
-from videopure_core.video import to_channels_first, to_channels_last
 
 from . import bridge
 from .types import (
@@ -32,7 +29,6 @@ from .types import (
     LATENT,
     MODEL,
     RAFT,
-    CandidateLatents,
     FlowState,
     LatentState,
 )
@@ -85,10 +81,10 @@ def guidance_config(guidance, alpha_s, lambda_temp, lambda_spa, guidance_referen
     """The PurifyConfig of the guidance widgets; the bidirectional loss is on when the flow has backward flow."""
     bidirectional = flow is not None and flow.flow.backward is not None
     return PurifyConfig(
-        guidance=guidance, alpha_s=alpha_s, lambda_temp=lambda_temp, lambda_spa=lambda_spa,
-        guidance_reference=parse_reference(guidance_reference), variance_weight=variance_weight,
-        guide_trajectory=guide_trajectory, final_candidate=final_candidate, warp_grad=warp_grad,
-        bidirectional=bidirectional, **base,
+        guidance=Guidance(enabled=guidance, alpha_s=alpha_s, lambda_temp=lambda_temp, lambda_spa=lambda_spa,
+                          lambda_reference=parse_reference(guidance_reference), variance_weight=variance_weight,
+                          warp_grad=warp_grad, bidirectional=bidirectional),
+        guide_trajectory=guide_trajectory, final_candidate=final_candidate, **base,
     )
 
 
@@ -98,8 +94,8 @@ def flow_for(flow, state: LatentState, config: PurifyConfig, device):
         return None
     if flow is None:
         raise ValueError(
-            f"The temporal loss (lambda_temp={config.lambda_temp:g}) needs optical flow: connect a VideoPure RAFT "
-            f"Flow node to the 'flow' input, or set lambda_temp to 0."
+            f"The temporal loss (lambda_temp={config.guidance.lambda_temp:g}) needs optical flow: connect a VideoPure "
+            f"RAFT Flow node to the 'flow' input, or set lambda_temp to 0."
         )
     check_same_video(flow, state)
     return LatentFlow(*(None if t is None else t.to(device) for t in flow.flow))
@@ -134,10 +130,9 @@ class VideoPureVAEEncode:
     def encode(self, model, images, chunk):
         video = bridge.image_to_video(images)
         with model.on_device() as device:
-            x = to_channels_first(video).to(device)
-            z0 = encode_video(model.vae, x, chunk, bridge.Progress())
+            z0 = pipeline.encode(model.pipeline_networks(chunk), video.to(device), bridge.hooks())
         z0 = _cpu(z0)
-        return (LatentState(z=z0, z0=z0, t=0, image_size=tuple(video.shape[2:4])),)
+        return (LatentState(z=z0, z0=z0, t=0, image_size=tuple(video.shape[-2:])),)
 
 
 class VideoPureTemporalInversion:
@@ -170,9 +165,9 @@ class VideoPureTemporalInversion:
             raise ValueError(f"This latent is {latent.describe()}, already inverted: connect the output of "
                              f"VideoPure VAE Encode to Temporal DDIM Inversion.")
         config = PurifyConfig(t_star=t_star, ddim_steps=ddim_steps, temporal=temporal, noise_frame=noise_frame)
-        schedule = make_schedule(model.scheduler_config, config.ddim_steps, config.t_star)
+        schedule = make_schedule(model.models.scheduler_config, config.ddim_steps, config.t_star)
         with model.on_device() as device:
-            z = ddim_invert(model.eps_fn(), latent.z0.to(device), schedule, temporal, noise_frame, bridge.Progress())
+            z = pipeline.invert(model.pipeline_networks(), latent.z0.to(device), schedule, config, bridge.hooks())
         return (dataclasses.replace(latent, z=_cpu(z), t=schedule.timesteps[-1], schedule=schedule,
                                     ddim_steps=ddim_steps),)
 
@@ -205,16 +200,17 @@ class VideoPureRAFTFlow:
 
     def flow(self, raft, images, latent, iters, input_range, bidirectional, occlusion_mask, chunk):
         video = bridge.image_to_video(images)
-        frames, size = video.shape[1], tuple(video.shape[2:4])
+        frames, size = video.shape[2], tuple(video.shape[-2:])
         if frames != latent.frames or size != tuple(latent.image_size):
             raise ValueError(
                 f"RAFT Flow got {frames} frames at {size[0]}x{size[1]} but the latent was encoded from "
                 f"{latent.frames} frames at {latent.image_size[0]}x{latent.image_size[1]}: connect the same "
                 f"IMAGE batch to VAE Encode and RAFT Flow."
             )
+        guidance = Guidance(bidirectional=bidirectional, occlusion_mask=occlusion_mask)
         with raft.on_device() as device:
-            lf = latent_flow(raft.flow_fn(iters, input_range), to_channels_first(video).to(device),
-                             tuple(latent.z.shape[-2:]), bidirectional, occlusion_mask, chunk, bridge.Progress())
+            nets = pipeline.Networks(flow=raft.flow_fn(iters, input_range), chunk=chunk)
+            lf = pipeline.flow(nets, video.to(device), tuple(latent.z.shape[-2:]), guidance, bridge.hooks())
         return (FlowState(LatentFlow(*(None if t is None else _cpu(t) for t in lf)), size),)
 
 
@@ -235,11 +231,12 @@ def _check_trajectory(state: LatentState, node: str) -> None:
                          f"then Candidate Decode.")
 
 
-def _append(previous: CandidateLatents | None, new: torch.Tensor, labels: tuple[int, ...]) -> CandidateLatents:
+def _append(previous: Candidates | None, new: torch.Tensor, labels: tuple[int, ...]) -> Candidates:
+    """The candidates so far (latents only) with `new` (K, B, 4, F, h, w) appended."""
     new = _cpu(new)
     if previous is None:
-        return CandidateLatents(new, labels)
-    return CandidateLatents(torch.cat([previous.latents, new]), previous.labels + labels)
+        return Candidates(None, new, labels)
+    return Candidates(None, torch.cat([previous.latents, new]), previous.labels + labels)
 
 
 class VideoPureGuidedDenoiseStep:
@@ -263,21 +260,20 @@ class VideoPureGuidedDenoiseStep:
                                  guide_trajectory, final_candidate, warp_grad, flow,
                                  t_star=len(schedule.timesteps), ddim_steps=latent.ddim_steps)
         index = schedule.timesteps.index(t)
-        last = index == 0
-        progress = bridge.Progress({"denoise": 2 if last else 1})
+        last = index == 0  # the step from timestep 1 also makes the final candidate z_0^0
+        count = 2 if last else 1
+        progress = bridge.Progress({"denoise": count})
         with model.on_device() as device:
             lf = flow_for(flow, latent, config, device)
-            z0 = latent.z0.to(device)
-            result = denoise_step(model.eps_fn(), latent.z.to(device), t, z0, lf, schedule, config)
-            made, labels = [result.candidate], (index + 1,)
-            progress("denoise", 1, 2 if last else 1)
-            if last:
-                made.append(make_final_candidate(result.z_next, result.eps, t, z0, lf, schedule, config))
-                labels += (0,)
-                progress("denoise", 2, 2)
-        candidates = _append(latent.candidates, torch.stack(made), labels)
+            steps = denoise_steps(model.pipeline_networks().eps, latent.z.to(device), latent.z0.to(device), lf,
+                                  schedule, config, start=t)
+            made = []
+            for i in range(count):
+                made.append(next(steps))
+                progress("denoise", i + 1, count)
+        candidates = _append(latent.candidates, torch.stack([s.candidate for s in made]), tuple(s.label for s in made))
         next_t = FINISHED if last else schedule.timesteps[index - 1]
-        state = dataclasses.replace(latent, z=_cpu(result.z_next), t=next_t, candidates=candidates)
+        state = dataclasses.replace(latent, z=_cpu(made[0].z), t=next_t, candidates=candidates)
         return (state, candidates)
 
 
@@ -306,19 +302,9 @@ class VideoPureGuidedDenoise:
                                  t_star=t_star, ddim_steps=latent.ddim_steps)
         with model.on_device() as device:
             lf = flow_for(flow, latent, config, device)
-            latents = guided_denoise(model.eps_fn(), latent.z.to(device), latent.z0.to(device), lf, schedule, config,
-                                     bridge.Progress())
-        return (CandidateLatents(_cpu(latents), config.candidate_labels),)
-
-
-def pick_candidate(videos: torch.Tensor, labels: tuple[int, ...], candidate: int) -> torch.Tensor:
-    """The frames (B, F, H, W, 3) of candidate z_0^candidate (-1: the last one made) from (K, B, F, H, W, 3)."""
-    if candidate == -1:
-        return videos[-1]
-    if candidate not in labels:
-        raise ValueError(f"candidate={candidate} is not among the candidates z_0^t with t in {list(labels)}: pick "
-                         f"one of those, or -1 for the last one made.")
-    return videos[labels.index(candidate)]
+            latents = pipeline.denoise(model.pipeline_networks(), latent.z.to(device), latent.z0.to(device), lf,
+                                       schedule, config, bridge.hooks())
+        return (Candidates(None, _cpu(latents), config.candidate_labels),)
 
 
 class VideoPureCandidateDecode:
@@ -342,14 +328,10 @@ class VideoPureCandidateDecode:
         }
 
     def decode(self, model, candidates, candidate, chunk):
-        latents = candidates.latents
-        k, b = latents.shape[:2]
         with model.on_device() as device:
-            pixels = decode_latents(model.vae, latents.flatten(0, 1).to(device), chunk, bridge.Progress())
-        videos = to_channels_last(_cpu(pixels).reshape(k, b, *pixels.shape[1:]))  # (K, B, F, H, W, 3)
-        decoded = Candidates(videos, latents, tuple(candidates.labels))
-        shown = pick_candidate(videos, decoded.labels, candidate)
-        return (decoded, bridge.video_to_image(shown), bridge.video_to_image(videos))
+            pixels = pipeline.decode(model.pipeline_networks(chunk), candidates.latents.to(device), bridge.hooks())
+        decoded = Candidates(_cpu(pixels), candidates.latents, tuple(candidates.labels))
+        return (decoded, bridge.video_to_image(decoded.pick(candidate)), bridge.video_to_image(decoded.videos))
 
 
 NODE_CLASS_MAPPINGS = {

@@ -5,8 +5,8 @@
     VIDEOPURE_CLASSIFIER         VideoClassifier  (B, 3, F, H, W) in [0,1] -> logits, with class names
     VIDEOPURE_LATENT             LatentState      where a video is on the DDIM trajectory, and its candidates so far
     VIDEOPURE_FLOW               FlowState        optical flow of the input on the latent grid (core LatentFlow)
-    VIDEOPURE_CANDIDATE_LATENTS  CandidateLatents the voting candidates' latents z_0^t
-    VIDEOPURE_CANDIDATES         videopure_core.Candidates (decoded: videos, latents, labels)
+    VIDEOPURE_CANDIDATE_LATENTS  videopure_core.Candidates, latents only (videos None until Candidate Decode)
+    VIDEOPURE_CANDIDATES         videopure_core.Candidates (decoded: videos (K, B, 3, F, H, W), latents, labels)
 
 Tensors in these values live on ComfyUI's intermediate device (the CPU) between nodes; values are never
 changed in place (ComfyUI caches node outputs and may hand the same value to several nodes).
@@ -20,8 +20,11 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from videopure_core.ddim import EpsFn, unet_eps_fn
+from videopure_core.config import PurifyConfig
 from videopure_core.flow import FlowFn, LatentFlow, RaftFlow
+from videopure_core.loading import DiffusionModels
+from videopure_core.pipeline import Candidates, Networks
+from videopure_core.purifier import Purifier
 from videopure_core.schedule import Schedule
 
 from .bridge import ModelHandle
@@ -38,24 +41,28 @@ FINISHED = -1  # LatentState.t once the last denoising step (and the final candi
 
 
 class DiffusionModel(ModelHandle):
-    """A ModelScope-style text-to-video model as VideoPure uses it (the text encoder is never kept)."""
+    """A ModelScope-style text-to-video model as VideoPure uses it (the text encoder is never kept): the core's
+    DiffusionModels, moved between the offload and compute devices by the handle."""
 
-    def __init__(self, unet: nn.Module, vae: nn.Module, scheduler_config: dict, embedding: Tensor,
-                 keep_loaded: bool = False, name: str = ""):
-        self.unet, self.vae, self.embedding = unet, vae, embedding
-        self.scheduler_config = dict(scheduler_config)
-        self.keep_loaded, self.name = keep_loaded, name
+    def __init__(self, models: DiffusionModels, keep_loaded: bool = False, name: str = ""):
+        self.models, self.keep_loaded, self.name = models, keep_loaded, name
 
     def networks(self) -> list[nn.Module]:
-        return [self.unet, self.vae]
+        return [self.models.unet, self.models.vae]
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        return next(self.models.unet.parameters()).dtype
 
-    def eps_fn(self) -> EpsFn:
-        """The UNet as eps_fn(z, t); build it inside on_device() (it binds the UNet's current device)."""
-        return unet_eps_fn(self.unet, self.embedding)
+    def purifier(self, config: PurifyConfig = PurifyConfig(), flow: Optional[FlowFn] = None) -> Purifier:
+        """A core Purifier on these models; make it inside on_device() (its networks bind the current device)."""
+        return Purifier(self.models, flow, config)
+
+    def pipeline_networks(self, chunk: int = 16, flow: Optional[FlowFn] = None) -> Networks:
+        """The pipeline's adapters for the stage nodes, `chunk` frames per VAE call; inside on_device()."""
+        nets = self.purifier(flow=flow).networks()
+        nets.chunk = chunk
+        return nets
 
 
 class FlowModel(ModelHandle):
@@ -99,14 +106,6 @@ class VideoClassifier(ModelHandle):
 
 
 @dataclass(frozen=True)
-class CandidateLatents:
-    """latents (K, B, 4, F, h, w) float32 of the candidates z_0^t with paper labels t (e.g. 6, 5, ..., 0)."""
-
-    latents: Tensor
-    labels: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class LatentState:
     """A video on VideoPure's DDIM trajectory.
 
@@ -126,7 +125,7 @@ class LatentState:
     image_size: tuple[int, int]
     schedule: Optional[Schedule] = None
     ddim_steps: int = 50
-    candidates: Optional[CandidateLatents] = None
+    candidates: Optional[Candidates] = None
 
     @property
     def frames(self) -> int:

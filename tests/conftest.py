@@ -28,19 +28,26 @@ def tiny_models():
     return tiny_unet(0), tiny_vae(1), tiny_embedding(2)
 
 
-@pytest.fixture
-def tiny_purifier(tiny_models):
-    from videopure_core import MODELSCOPE_SCHEDULER_CONFIG, Purifier, PurifyConfig
+@pytest.fixture(scope="session")
+def tiny_diffusion(tiny_models):
+    from videopure_core import MODELSCOPE_SCHEDULER_CONFIG, DiffusionModels
 
     unet, vae, emb = tiny_models
+    return DiffusionModels(unet, vae, dict(MODELSCOPE_SCHEDULER_CONFIG), emb)
 
-    def make(config=None, flow=constant_flow_fn(1.0, 0.0)):
-        return Purifier(unet, vae, MODELSCOPE_SCHEDULER_CONFIG, emb, flow, config or PurifyConfig())
+
+@pytest.fixture
+def tiny_purifier(tiny_diffusion):
+    from videopure_core import Purifier, PurifyConfig, Runtime
+
+    def make(config=None, flow=constant_flow_fn(1.0, 0.0), runtime=None):
+        return Purifier(tiny_diffusion, flow, config or PurifyConfig(), runtime or Runtime())
 
     return make
 
 
 @pytest.fixture
 def video():
+    """One video (1, 3, 6, 32, 32) in [0,1]."""
     g = torch.Generator().manual_seed(0)
-    return torch.rand(6, 32, 32, 3, generator=g)
+    return torch.rand(1, 3, 6, 32, 32, generator=g)

@@ -15,7 +15,6 @@ from videopure_core.attacks import (
     check_eot,
     classifier_grad_fn,
     defence_grad_fn,
-    differentiable_flow_fn,
     eot_grad_fn,
     full_gradient_grad_fn,
     pgd,
@@ -23,7 +22,8 @@ from videopure_core.attacks import (
     tt_grad_fn,
     tt_weights,
 )
-from videopure_core.defences import Defence, DefenceOutput, NoDefence, TemporalShuffle, VideoPureDefence, WaveletDenoise
+from videopure_core.defences import Defence, NoDefence, TemporalShuffle, VideoPureDefence, WaveletDenoise, one_candidate
+from videopure_core.pipeline import Candidates
 
 
 def smooth_classifier(seed: int = 0, classes: int = 5) -> nn.Module:
@@ -46,8 +46,8 @@ class Candidates3(Defence):
     name = "three"
     gradient = "bpda"
 
-    def _candidates(self, video, generator, grad, callback):
-        return DefenceOutput(torch.stack([video, 1 - video, video.flip(-1)]), (2, 1, 0), {})
+    def _candidates(self, video, generator, grad, hooks):
+        return Candidates(torch.stack([video, 1 - video, video.flip(-1)]), None, (2, 1, 0))
 
 
 class NoisyDefence(Defence):
@@ -57,9 +57,9 @@ class NoisyDefence(Defence):
     gradient = "surrogate"
     stochastic = True
 
-    def _candidates(self, video, generator, grad, callback):
+    def _candidates(self, video, generator, grad, hooks):
         noise = torch.randn(video.shape, generator=generator) * 0.05
-        return DefenceOutput((video + noise).clamp(0, 1).unsqueeze(0), (0,), {})
+        return one_candidate((video + noise).clamp(0, 1))
 
     def surrogate(self, video, generator=None):
         return (video * video).unsqueeze(0)
@@ -214,7 +214,7 @@ def test_full_gradient_matches_finite_differences(tiny_purifier):
 
     lambda_temp=0 keeps the guided loss smooth (the L1 warp term has kinks) so finite differences are meaningful.
     """
-    purifier = tiny_purifier(PurifyConfig(t_star=2, lambda_temp=0.0))
+    purifier = tiny_purifier(PurifyConfig(t_star=2).with_options(lambda_temp=0.0))
     classifier = smooth_classifier(classes=12)
     x = torch.rand(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
     y = torch.tensor([3])
@@ -234,7 +234,7 @@ def test_full_gradient_through_flow(tiny_purifier):
     def torch_flow(a, b):  # a differentiable toy flow estimator
         return (b - a).mean(1, keepdim=True).repeat(1, 2, 1, 1) * 3.0
 
-    purifier = tiny_purifier(PurifyConfig(t_star=1, lambda_temp=50.0, warp_grad=True), flow=torch_flow)
+    purifier = tiny_purifier(PurifyConfig(t_star=1).with_options(lambda_temp=50.0, warp_grad=True), flow=torch_flow)
     classifier = smooth_classifier(classes=12)
     x = torch.rand(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([2])
@@ -248,15 +248,17 @@ def test_differentiable_raft_flow():
     from videopure_core import RaftFlow, load_raft
 
     torch.manual_seed(0)
-    flow_fn = differentiable_flow_fn(RaftFlow(load_raft("raft_small", None), iters=2))
+    plain = RaftFlow(load_raft("raft_small", None), iters=2)
+    flow_fn = plain.replace(grad=True)
     a = torch.rand(1, 3, 16, 16, requires_grad=True)
     b = torch.rand(1, 3, 16, 16)
-    flow = flow_fn(a, b)
+    with torch.no_grad():  # differentiable even inside no_grad, as in a no-grad stage of the pipeline
+        flow = flow_fn(a, b)
     assert flow.shape == (1, 2, 16, 16) and flow.requires_grad
     (g,) = torch.autograd.grad(flow.sum(), a)
     assert float(g.abs().sum()) > 0
-    with torch.no_grad():  # the plain RaftFlow computes the same flow
-        assert torch.allclose(RaftFlow(flow_fn.model.model, iters=2)(a, b), flow, atol=1e-5)
+    same = plain(a, b)  # the plain RaftFlow computes the same flow, without a graph
+    assert torch.allclose(same, flow, atol=1e-5) and not same.requires_grad
 
 
 def test_full_gradient_refuses_non_differentiable():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from videopure_core import PurifyConfig, unet_eps_fn
+from videopure_core import PurifyConfig, Runtime, unet_eps_fn
 from videopure_core.bench.flops import count_flops
 from videopure_core.bench.measure import StageMeter
 from videopure_core.bench.models import bench_videos, extend_frames, tiny_models
@@ -54,10 +54,11 @@ def test_full_size_modelscope_floors_match_the_counted_figures():
 def test_cfg_with_two_empty_prompts_is_the_single_call_at_twice_the_work(models):
     z = torch.randn(1, 4, 4, 4, 4, generator=torch.Generator().manual_seed(0))
     batches = []
-    hook = models.unet.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    d = models.diffusion
+    hook = d.unet.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
     try:
-        naive = cfg_eps_fn(models.unet, models.embedding)(z, 21)
-        fast = unet_eps_fn(models.unet, models.embedding)(z, 21)
+        naive = cfg_eps_fn(d.unet, d.embedding)(z, 21)
+        fast = unet_eps_fn(d.unet, d.embedding)(z, 21)
     finally:
         hook.remove()
     assert batches == [2, 1]
@@ -66,11 +67,11 @@ def test_cfg_with_two_empty_prompts_is_the_single_call_at_twice_the_work(models)
 
 def test_naive_and_fast_paths_agree_and_differ_only_in_how_they_call_the_networks(models):
     config = PurifyConfig(t_star=2)
-    purifier = fast_purifier(models, config)
+    purifier = fast_purifier(models, config, Runtime())
     videos, _ = bench_videos("tiny", 2, 4, 32)
     unet_batches, vae_frames = [], []
-    h1 = models.unet.register_forward_pre_hook(lambda m, args: unet_batches.append(args[0].shape[0]))
-    h2 = models.vae.decoder.register_forward_pre_hook(lambda m, args: vae_frames.append(args[0].shape[0]))
+    h1 = models.diffusion.unet.register_forward_pre_hook(lambda m, args: unet_batches.append(args[0].shape[0]))
+    h2 = models.diffusion.vae.decoder.register_forward_pre_hook(lambda m, args: vae_frames.append(args[0].shape[0]))
     try:
         naive, fast = compare(models, config, purifier, videos)
     finally:
@@ -85,7 +86,7 @@ def test_naive_and_fast_paths_agree_and_differ_only_in_how_they_call_the_network
 
 
 def test_fast_path_is_the_purifier_as_users_run_it(models):
-    purifier = fast_purifier(models, PurifyConfig(t_star=2))
+    purifier = fast_purifier(models, PurifyConfig(t_star=2), Runtime())
     video = bench_videos("tiny", 1, 4, 32)[0][0]
     logits = fast_logits(purifier, models.classifier, video, StageMeter("cpu"))
     assert torch.equal(logits, purifier.predict(video, models.classifier).logits)
@@ -97,12 +98,12 @@ def test_fast_options_per_device():
     small, large = fast_options("cpu", unet_flops=1.5e9), fast_options("cpu", unet_flops=7.6e12)
     if small.get("autocast"):  # CPUs with native bf16
         assert small["autocast_networks"] == ("vae", "flow") and "unet" in large["autocast_networks"]
-    PurifyConfig(**small), PurifyConfig(**large)  # valid configs
+    Runtime(**small), Runtime(**large)  # valid runtimes
 
 
 def test_stage_meter_sees_the_memory_a_stage_allocates():
     meter = StageMeter("cpu")
-    with meter("allocate"):
+    with meter.stage("allocate"):
         block = torch.ones(24 * 2**20)  # 96 MiB, written so that it is resident
     del block
     stats = meter.stages["allocate"]

@@ -1,5 +1,6 @@
 """Defences: one interface, shapes and ranges, their algorithms against references, specs and declarations."""
 
+import dataclasses
 import math
 
 import pytest
@@ -25,13 +26,19 @@ from videopure_core.defences import (
     parse_value,
     wavelet_denoise,
 )
-from videopure_core.video import to_channels_first
 
 
 @pytest.fixture
 def batch(video):
     """Two different (B=2) videos (2, 3, 6, 32, 32) in [0,1]."""
-    return torch.stack([to_channels_first(video[None])[0], to_channels_first(video.flip(1)[None])[0]])
+    return torch.cat([video, video.flip(2)])
+
+
+def without_unet(purifier):
+    """The purifier with eps = 0 instead of the UNet (DiffPure-DDPM's 101 steps in no time)."""
+    networks = purifier.networks
+    purifier.networks = lambda **kw: dataclasses.replace(networks(**kw), eps=lambda z, t: torch.zeros_like(z))
+    return purifier
 
 
 def smooth_image(n: int = 32) -> torch.Tensor:
@@ -42,9 +49,8 @@ def smooth_image(n: int = 32) -> torch.Tensor:
 def test_every_defence_has_the_interface(tiny_purifier, batch):
     purifier = tiny_purifier(PurifyConfig(t_star=2))
     for name in DEFENCES:
-        defence = build_defence(name, purifier)
-        if name == "diffpure-ddpm":
-            defence.purifier.eps_fn = lambda z, t: torch.zeros_like(z)  # 101 tiny steps, no UNet (speed)
+        defence = build_defence(name, without_unet(tiny_purifier(PurifyConfig(t_star=2))) if name == "diffpure-ddpm"
+                                else purifier)
         out = defence.candidates(batch, torch.Generator().manual_seed(0))
         k = 3 if name == "videopure" else 1
         assert out.videos.shape == (k, *batch.shape), name
@@ -60,9 +66,9 @@ def test_every_defence_has_the_interface(tiny_purifier, batch):
 def test_videopure_defence_is_the_purifier(tiny_purifier, batch):
     purifier = tiny_purifier(PurifyConfig(t_star=2))
     out = VideoPureDefence(purifier).candidates(batch)
-    reference = purifier.purify(batch.permute(0, 2, 3, 4, 1))
+    reference = purifier.purify(batch)
     assert out.labels == (2, 1, 0)
-    assert torch.equal(out.videos, reference.videos.permute(0, 1, 5, 2, 3, 4))
+    assert torch.equal(out.videos, reference.videos) and torch.equal(out.latents, reference.latents)
     assert {"encode", "flow", "invert", "denoise", "decode"} <= set(out.timings)
 
 
@@ -80,9 +86,9 @@ def test_differentiable_forward_equals_plain_forward(tiny_purifier, batch, name)
 def test_ddim_inversion_baseline_is_the_plain_config(tiny_purifier, batch):
     purifier = tiny_purifier(PurifyConfig(t_star=2))
     out = build_defence("ddim-inversion", purifier).candidates(batch)
-    plain = purifier.with_config(temporal=False, guidance=False).purify(batch.permute(0, 2, 3, 4, 1))
+    plain = purifier.with_config(temporal=False, guidance=False).purify(batch)
     assert out.videos.shape[0] == 1
-    assert torch.allclose(out.videos[0], plain.videos[-1].permute(0, 4, 1, 2, 3), atol=1e-5)  # z_0^0: the final latent
+    assert torch.allclose(out.videos[0], plain.videos[-1], atol=1e-5)  # z_0^0: the final latent
     vp = build_defence("videopure", purifier).candidates(batch).videos[-1]
     assert not torch.allclose(out.videos[0], vp, atol=1e-4)
 
@@ -117,14 +123,16 @@ def test_ddpm_step_matches_diffusers():
 
 
 def test_diffpure_ddpm_walks_the_training_grid(tiny_purifier, batch):
-    defence = DiffPureDDPM(tiny_purifier(PurifyConfig()))
+    purifier = tiny_purifier(PurifyConfig())
     seen = []
 
     def eps_fn(z, t):
         seen.append(t)
         return torch.zeros_like(z)
 
-    defence.purifier.eps_fn = eps_fn
+    networks = purifier.networks
+    purifier.networks = lambda **kw: dataclasses.replace(networks(**kw), eps=eps_fn)
+    defence = DiffPureDDPM(purifier)
     a = defence.candidates(batch, torch.Generator().manual_seed(0)).videos
     assert seen == list(range(101, 0, -1))  # 101 ancestral steps from t = 101
     b = defence.candidates(batch, torch.Generator().manual_seed(1)).videos
@@ -205,8 +213,12 @@ def test_specs_and_errors(tiny_purifier):
     purifier = tiny_purifier(PurifyConfig())
     d = build_defence("videopure:guidance=false:single_candidate=0", purifier)
     assert d.name == "videopure:guidance=false:single_candidate=0"
-    assert d.config.guidance is False and d.config.candidate_labels == (0,)
-    assert purifier.config.guidance is True  # the base purifier is untouched
+    assert d.config.guidance.enabled is False and d.config.candidate_labels == (0,)
+    assert purifier.config.guidance.enabled is True  # the base purifier is untouched
+    assert build_defence("videopure:flow_grad=true:lambda_reference=32x28x28", purifier).flow_grad
+    assert build_defence("ddim-inversion:checkpoint=false", purifier).config.guidance.enabled is False
+    with pytest.raises(ValueError, match="Unknown VideoPure option 'flow_grad'"):
+        build_defence("diffpure-ddim:flow_grad=true", purifier)
     assert build_defence("jpeg:quality=30", purifier).quality == 30
     assert build_defence("wavelet:levels=2", None).levels == 2
     with pytest.raises(ValueError, match="Unknown defence 'median'"):

@@ -10,7 +10,8 @@ import torch
 
 import comfy_stub
 from conftest import constant_flow_fn
-from videopure_core import MODELSCOPE_SCHEDULER_CONFIG, Purifier, PurifyConfig, VideoInputError
+from videopure_core import MODELSCOPE_SCHEDULER_CONFIG, DiffusionModels, Purifier, PurifyConfig, VideoInputError
+from videopure_core import from_frames, to_frames
 from videopure_core.classifiers import classify
 from videopure_core.flow import video_flow
 from videopure_core.vae import decode_latents, encode_video
@@ -65,7 +66,7 @@ def handles(env, tiny_models):
     unet, vae, emb = tiny_models
     torch.manual_seed(0)
     classifier = WorldClassifier(num_classes=12, width=4).eval().requires_grad_(False)
-    return (types.DiffusionModel(unet, vae, MODELSCOPE_SCHEDULER_CONFIG, emb),
+    return (types.DiffusionModel(DiffusionModels(unet, vae, MODELSCOPE_SCHEDULER_CONFIG, emb)),
             types.FlowModel(constant_flow_fn(1.0, 0.0)),
             types.VideoClassifier(classifier, CLASSES, None))
 
@@ -148,7 +149,7 @@ VARIANTS = {
     "options": (dict(guide_trajectory=True, final_candidate="clean", variance_weight="linear", warp_grad=True,
                      guidance_reference="32,28,28", lambda_temp=50.0),
                 dict(guide_trajectory=True, final_candidate="clean", variance_weight="linear", warp_grad=True,
-                     guidance_reference=(32, 28, 28), lambda_temp=50.0, bidirectional=True, occlusion_mask=True),
+                     lambda_reference=(32, 28, 28), lambda_temp=50.0, bidirectional=True, occlusion_mask=True),
                 (True, True)),
 }
 
@@ -157,16 +158,16 @@ VARIANTS = {
 def test_chained_guided_steps_give_exactly_the_candidates_of_purifier_purify(nodes, handles, images, variant):
     node_options, config_options, flow_options = VARIANTS[variant]
     model, raft, _ = handles
-    reference = Purifier(model.unet, model.vae, MODELSCOPE_SCHEDULER_CONFIG, model.embedding,
-                         constant_flow_fn(1.0, 0.0), PurifyConfig(**config_options)).purify(images)
+    reference = Purifier(model.models, constant_flow_fn(1.0, 0.0),
+                         PurifyConfig().with_options(**config_options)).purify(from_frames(images))
     with torch.inference_mode():
         _, _, _, state, candidates = _chain(nodes, model, raft, images, 6, flow_options, **node_options)
         decoded, frames, all_frames = nodes["CandidateDecode"].decode(model, candidates, -1, 16)
     assert candidates.labels == reference.labels == (6, 5, 4, 3, 2, 1, 0)
     assert torch.equal(candidates.latents, reference.latents)
     assert torch.equal(decoded.videos, reference.videos)
-    assert torch.equal(frames, reference.videos[-1, 0])  # z_0^0, (F, H, W, 3)
-    assert all_frames.shape == (7 * 4, 32, 32, 3) and torch.equal(all_frames[4:8], reference.videos[1, 0])
+    assert torch.equal(frames, to_frames(reference.videos[-1, 0]))  # z_0^0 as an IMAGE batch (F, H, W, 3)
+    assert all_frames.shape == (7 * 4, 32, 32, 3) and torch.equal(all_frames[4:8], to_frames(reference.videos[1, 0]))
     assert state.t == -1 and "finished" in state.describe()
 
 
@@ -201,18 +202,18 @@ def test_partial_chain_can_be_decoded_and_each_step_adds_its_candidate(nodes, ha
 
 def test_purify_node_equals_purifier_predict(nodes, handles, images):
     model, raft, classifier = handles
-    config = PurifyConfig(guidance_reference=(32, 28, 28))
-    purifier = Purifier(model.unet, model.vae, MODELSCOPE_SCHEDULER_CONFIG, model.embedding, constant_flow_fn(1.0, 0.0),
-                        config)
-    expected = purifier.predict(images, classifier.model)
+    config = PurifyConfig().with_options(lambda_reference=(32, 28, 28))
+    purifier = Purifier(model.models, constant_flow_fn(1.0, 0.0), config)
+    video = from_frames(images)
+    expected = purifier.predict(video, classifier.model)
     with torch.inference_mode():
         out = nodes["Purify"].purify(model, images, 6, True, True, -4.0, 5.0, 800.0, "32,28,28", 10, "-1,1", 0, 16,
                                      raft, classifier)
     purified, all_candidates, table, winner, candidates = out["result"]
     assert table == expected.table(CLASSES) and out["ui"]["text"] == [table]
     assert winner == int(expected.winner[0])
-    assert torch.equal(candidates.latents, purifier.purify(images).latents)
-    assert torch.equal(purified, candidates.videos[-1, 0]) and all_candidates.shape == (28, 32, 32, 3)
+    assert torch.equal(candidates.latents, purifier.purify(video).latents)
+    assert torch.equal(purified, to_frames(candidates.videos[-1, 0])) and all_candidates.shape == (28, 32, 32, 3)
     with torch.inference_mode():
         (decoded, _, _) = nodes["CandidateDecode"].decode(model, _chain(nodes, model, raft, images, 6,
                                                                       guidance_reference="32,28,28")[4], -1, 16)
@@ -290,10 +291,11 @@ def test_diffusers_folder_is_listed_and_loads_outside_inference_mode(env, nodes,
     assert listed == ["bundled: small world", "tiny-t2v"]
     with torch.inference_mode():
         (model,) = nodes["DiffusionLoader"].load("tiny-t2v", "float16", False)  # float16 is GPU-only: CPU -> fp32
-    params = list(model.unet.parameters()) + list(model.vae.parameters())
+    m = model.models
+    params = list(m.unet.parameters()) + list(m.vae.parameters())
     assert not any(p.is_inference() for p in params) and model.dtype == torch.float32
-    assert torch.equal(next(model.unet.parameters()), next(unet.parameters()))
-    assert torch.equal(model.embedding, emb)
+    assert torch.equal(next(m.unet.parameters()), next(unet.parameters()))
+    assert torch.equal(m.embedding, emb)
 
 
 @pytest.mark.skipif(not (WEIGHTS / "classifier" / "config.json").is_file(), reason="bundled world weights not present")

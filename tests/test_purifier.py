@@ -1,13 +1,16 @@
 import pytest
 import torch
 
+from videopure_core.config import DDIM_INVERSION
 from videopure_core import (
     ClassifierOutputError,
     Purifier,
     PurifyConfig,
+    Runtime,
     VideoInputError,
     check_video,
-    to_channels_first,
+    from_frames,
+    to_frames,
 )
 
 
@@ -27,7 +30,7 @@ class MeanColourClassifier(torch.nn.Module):
 
 def test_purify_shapes_labels_and_timings(tiny_purifier, video):
     c = tiny_purifier().purify(video)
-    assert c.videos.shape == (7, 1, 6, 32, 32, 3)
+    assert c.videos.shape == (7, 1, 3, 6, 32, 32)
     assert c.latents.shape == (7, 1, 4, 6, 4, 4)
     assert c.labels == (6, 5, 4, 3, 2, 1, 0)
     assert 0.0 <= float(c.videos.min()) and float(c.videos.max()) <= 1.0
@@ -42,8 +45,8 @@ def test_same_input_gives_bit_identical_candidates(tiny_purifier, video):
 
 def test_batch_equals_one_by_one_and_videos_never_mix(tiny_purifier, video):
     p = tiny_purifier()
-    other = torch.flip(video, dims=[0]).roll(5, dims=1)
-    together = p.purify(torch.stack([video, other])).latents
+    other = torch.flip(video, dims=[2]).roll(5, dims=3)
+    together = p.purify(torch.cat([video, other])).latents
     alone_a = p.purify(video).latents
     alone_b = p.purify(other).latents
     assert torch.allclose(together[:, 0], alone_a[:, 0], atol=1e-4)
@@ -83,39 +86,55 @@ def test_table_iv_ablations_are_expressible_by_config(tiny_purifier, video):
     assert single.labels == (0,) and torch.equal(single.latents[0], full.latents[-1])
     third = tiny_purifier(PurifyConfig(single_candidate=3)).purify(video)
     assert torch.equal(third.latents[0], full.latents[3])
-    no_opt = tiny_purifier(PurifyConfig(guidance=False), flow=None).purify(video)
+    no_opt = tiny_purifier(PurifyConfig().with_options(guidance=False), flow=None).purify(video)
     assert no_opt.latents.shape[0] == 7 and not torch.allclose(no_opt.latents, full.latents)
-    plain = tiny_purifier(PurifyConfig(temporal=False, guidance=False, single_candidate=0), flow=None).purify(video)
+    plain = tiny_purifier(PurifyConfig().with_options(**DDIM_INVERSION), flow=None).purify(video)
     assert not torch.allclose(plain.latents[0], no_opt.latents[-1])
 
 
 def test_chunk_sizes_do_not_change_the_result(tiny_purifier, video):
     a = tiny_purifier().purify(video).videos
-    b = tiny_purifier(PurifyConfig(encode_chunk=1, decode_chunk=5, flow_chunk=2)).purify(video).videos
-    assert torch.allclose(a, b, atol=1e-5)
+    b = tiny_purifier(runtime=Runtime(chunk=1)).purify(video).videos
+    c = tiny_purifier(runtime=Runtime(chunk=5)).purify(video).videos
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, c, atol=1e-5)
 
 
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (torch.rand(6, 32, 32), "expected \\(F, H, W, 3\\)"),
-        (torch.rand(1, 2, 6, 32, 32, 3), "expected \\(F, H, W, 3\\)"),
-        (torch.rand(6, 32, 32, 4), "expected 3 \\(RGB\\)"),
-        (torch.rand(6, 3, 32, 32), "channels-first"),
-        (torch.rand(1, 32, 32, 3), "at least 2"),
-        (torch.rand(6, 30, 32, 3), "divisible by 8"),
-        (torch.rand(6, 32, 36, 3), "divisible by 8"),
-        (torch.rand(6, 32, 32, 3) * 255, "expected \\[0,1\\]"),
-        (torch.rand(6, 32, 32, 3) - 0.5, "expected \\[0,1\\]"),
-        (torch.full((6, 32, 32, 3), float("nan")), "NaN or Inf"),
-        (torch.full((6, 32, 32, 3), float("inf")), "NaN or Inf"),
-        ((torch.rand(6, 32, 32, 3) * 255).to(torch.uint8), "divide uint8 by 255"),
+        (torch.rand(3, 6, 32), "expected \\(B, 3, F, H, W\\)"),
+        (torch.rand(1, 1, 3, 6, 32, 32), "expected \\(B, 3, F, H, W\\)"),
+        (torch.rand(1, 4, 6, 32, 32), "expected 3 \\(RGB\\)"),
+        (torch.rand(1, 6, 32, 32, 3), "looks channels-last.*from_frames"),
+        (torch.rand(1, 3, 1, 32, 32), "at least 2"),
+        (torch.rand(1, 3, 6, 30, 32), "divisible by 8"),
+        (torch.rand(1, 3, 6, 32, 36), "divisible by 8"),
+        (torch.rand(1, 3, 6, 32, 32) * 255, "expected \\[0,1\\]"),
+        (torch.rand(1, 3, 6, 32, 32) - 0.5, "expected \\[0,1\\]"),
+        (torch.full((1, 3, 6, 32, 32), float("nan")), "NaN or Inf"),
+        (torch.full((1, 3, 6, 32, 32), float("inf")), "NaN or Inf"),
+        ((torch.rand(1, 3, 6, 32, 32) * 255).to(torch.uint8), "divide uint8 by 255"),
         ([[0.0]], "torch.Tensor"),
     ],
 )
 def test_bad_videos_get_errors_that_name_the_fix(tiny_purifier, bad, message):
     with pytest.raises(VideoInputError, match=message):
         tiny_purifier().purify(bad)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.rand(6, 32, 32), "expected \\(F, H, W, 3\\)"),
+        (torch.rand(6, 32, 32, 4), "expected 3 \\(RGB\\)"),
+        (torch.rand(1, 3, 6, 32, 32), "looks channels-first"),
+        (torch.rand(1, 30, 32, 3), "at least 2"),
+        (torch.rand(6, 30, 32, 3), "divisible by 8.*24x32"),
+    ],
+)
+def test_frames_at_the_edges_get_the_same_checks(bad, message):
+    with pytest.raises(VideoInputError, match=message):
+        from_frames(bad)
 
 
 def test_classifier_with_wrong_output_shape_is_reported(tiny_purifier, video):
@@ -140,13 +159,15 @@ def test_missing_flow_model_is_reported(tiny_purifier, video):
 
 
 def test_check_video_accepts_batches_and_single_videos(video):
-    assert check_video(video).shape == (1, 6, 32, 32, 3)
-    assert check_video(torch.stack([video, video])).shape == (2, 6, 32, 32, 3)
-    assert to_channels_first(check_video(video)).shape == (1, 3, 6, 32, 32)
+    assert check_video(video[0]).shape == (1, 3, 6, 32, 32)
+    assert check_video(torch.cat([video, video])).shape == (2, 3, 6, 32, 32)
+    frames = to_frames(video)
+    assert frames.shape == (1, 6, 32, 32, 3) and torch.equal(from_frames(frames[0]), video)
+    assert torch.equal(frames[0, 2, 5, 7], video[0, :, 2, 5, 7])  # frame 2, pixel (5, 7): its RGB
 
 
 def test_with_config_shares_models(tiny_purifier):
     p = tiny_purifier()
     q = p.with_config(t_star=3)
-    assert q.unet is p.unet and q.schedule.timesteps == (1, 21, 41) and q.config.t_star == 3
+    assert q.models is p.models and q.schedule.timesteps == (1, 21, 41) and q.config.t_star == 3
     assert isinstance(q, Purifier)

@@ -17,7 +17,7 @@ from .adaptive import defence_grad_fn, exact_grad_fn, surrogate_grad_fn
 from .base import GradFn, classifier_grad_fn
 from .bpda import bpda_grad_fn
 from .eot import eot_grad_fn
-from .full import differentiable_eps_fn, differentiable_flow_fn, full_gradient_grad_fn
+from .full import full_gradient_grad_fn
 from .pgd import pgd, project, random_start_point
 from .sanity import SanityWarning, ZeroGradientCheck, check_eot
 from .tt import tt_grad_fn, tt_weights
@@ -30,8 +30,6 @@ __all__ = [
     "check_eot",
     "classifier_grad_fn",
     "defence_grad_fn",
-    "differentiable_eps_fn",
-    "differentiable_flow_fn",
     "eot_grad_fn",
     "exact_grad_fn",
     "full_gradient_grad_fn",

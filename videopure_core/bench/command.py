@@ -79,7 +79,7 @@ def attention_processors(models) -> dict:
     out = {}
     for name in ("unet", "vae"):
         counts: dict = {}
-        for proc in getattr(getattr(models, name), "attn_processors", {}).values():
+        for proc in getattr(getattr(models.diffusion, name), "attn_processors", {}).values():
             counts[type(proc).__name__] = counts.get(type(proc).__name__, 0) + 1
         out[name] = counts
     return out
@@ -95,7 +95,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import PurifyConfig
+    from ..config import Runtime
     from . import report, suite
     from .measure import describe_device, other_load
     from .models import NATIVE_SHAPE, load_models
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = PurifyConfig(device=args.device).torch_device
+    device = Runtime(device=args.device).torch_device
     arch = args.arch or ("modelscope" if args.full else "world")
     frames = args.frames or NATIVE_SHAPE[arch][0]
     size = args.size or NATIVE_SHAPE[arch][1]

@@ -40,15 +40,15 @@ class DiffPureDDPM(DiffusionDefence):
 
     name = "diffpure-ddpm"
 
-    def sample(self, eps_fn, z0, generator, callback):
+    def sample(self, nets, z0, generator, hooks):
         alphas = self.purifier.schedule.alphas_cumprod
         top = self.purifier.schedule.timesteps[-1]
         z = noise_latent(z0, float(alphas[top]), generator)
-        for i, t in enumerate(range(top, 0, -1)):
-            noise = None
-            if t > 1:
-                noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z.device, z.dtype)
-            z = ddpm_step(z, eps_fn(z, t), float(alphas[t]), float(alphas[t - 1]), noise)
-            if callback is not None:
-                callback("ddpm", i + 1, top)
+        with hooks.stage("denoise"):
+            for i, t in enumerate(range(top, 0, -1)):
+                noise = None
+                if t > 1:
+                    noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z.device, z.dtype)
+                z = ddpm_step(z, nets.eps(z, t), float(alphas[t]), float(alphas[t - 1]), noise)
+                hooks.progress("denoise", i + 1, top)
         return z

@@ -26,9 +26,6 @@ PRESETS = {
 BASE = dict(clips=12, frames=None, eps=4.0, step=2.0, steps=10, eot_reps=20, tt_shift=7, norm="linf", batch_size=4,
             attack_clips="")
 
-# The small world's purifier settings: the paper's hyperparameters with the guidance step rescaled from the paper's
-# 32x28x28 latent to the world's (PurifyConfig.guidance_reference; the same choice as `videopure evaluate-world`).
-WORLD_CONFIG = {"guidance_reference": (32, 28, 28)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,9 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-classes", type=int, default=400)
     g.add_argument("--tiny", action="store_true", help="tiny random models built in code (tests and smoke runs only)")
     g.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="PurifyConfig fields for the diffusion defences at defence time, e.g. t_star=4 lambda_temp=0")
+                   help="VideoPure options (PurifyConfig.with_options names) for the diffusion defences at defence time, "
+                   "e.g. t_star=4 lambda_temp=0")
     g.add_argument("--attack-config", nargs="*", default=None, metavar="KEY=VALUE",
-                   help="PurifyConfig changes the adaptive attacker uses instead (Lee & Kim), e.g. decode_chunk=4")
+                   help="VideoPure options the adaptive attacker uses instead (Lee & Kim), e.g. t_star=4")
     g.add_argument("--device", default="auto")
     g.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
 
@@ -131,13 +129,13 @@ def _attack_list(args) -> list[str]:
     return attacks
 
 
-def _models(args, config, needs_diffusion: bool):
+def _models(args, config, runtime, needs_diffusion: bool):
     """(purifier or None, classifier, classes, description)."""
     import torch
 
     from .. import Purifier, load_raft, load_video_classifier
 
-    device = config.torch_device
+    device = runtime.torch_device
     if args.tiny:
         from ..tiny import tiny_purifier
         from ..world.generator import CLASSES
@@ -148,20 +146,19 @@ def _models(args, config, needs_diffusion: bool):
         purifier = None
         if needs_diffusion:
             flow = load_raft("raft_small", None, device) if config.needs_flow else None
-            purifier = tiny_purifier(config, flow=flow)
-            purifier.unet.to(device), purifier.vae.to(device)
+            purifier = tiny_purifier(config, flow=flow, runtime=runtime)
         return purifier, classifier, CLASSES, "TINY RANDOM models (smoke test only; numbers mean nothing)"
     if args.diffusion:
         classifier = load_video_classifier(args.classifier_arch, args.classifier_weights, args.num_classes, device)
         purifier = None
         if needs_diffusion:
             flow = load_raft(args.raft_arch, args.raft, device) if args.raft else None
-            purifier = Purifier.from_pretrained(args.diffusion, flow=flow, config=config)
+            purifier = Purifier.from_pretrained(args.diffusion, flow=flow, config=config, runtime=runtime)
         return purifier, classifier, None, f"diffusion {args.diffusion}, classifier {args.classifier_arch}"
     from ..world.models import WEIGHTS, load_world
 
     world = load_world(args.world or WEIGHTS, device)
-    purifier = Purifier.from_pretrained(world.diffusion, flow=world.raft, config=config) if needs_diffusion else None
+    purifier = Purifier.from_pretrained(world.diffusion, world.raft, config, runtime) if needs_diffusion else None
     return purifier, world.classifier, world.classes, f"world {args.world or WEIGHTS}"
 
 
@@ -186,8 +183,9 @@ def _check_run(out: Path, run: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import PurifyConfig
+    from ..config import PurifyConfig, Runtime
     from ..defences import DIFFUSION_DEFENCES, build_defence, parse_spec
+    from ..world import WORLD_OPTIONS
     from .data import load_dataset, read_classes
     from .distributed import barrier, init_distributed, local_device, shutdown
     from .records import load_records, merge_records
@@ -215,12 +213,12 @@ def run(args: argparse.Namespace) -> int:
         scale = 1 / 255 if r["norm"] == "linf" else 1.0
         settings = AttackSettings(r["norm"], r["eps"] * scale, r["step"] * scale, r["steps"], not args.no_random_start,
                                   r["eot_reps"], r["tt_shift"], args.tt_kernel, args.full_eot_reps, args.seed)
-        base = {} if (args.tiny or args.diffusion) else dict(WORLD_CONFIG)
-        config_changes = {**base, **_kv(args.config)}
-        config = PurifyConfig(device=local_device(args.device), dtype=args.dtype).replace(**config_changes)
+        base = {} if (args.tiny or args.diffusion) else dict(WORLD_OPTIONS)
+        config = PurifyConfig().with_options(**{**base, **_kv(args.config)})
+        runtime = Runtime(device=local_device(args.device), dtype=args.dtype)
         attack_changes = _kv(args.attack_config) if args.attack_config is not None else None
         needs_diffusion = any(parse_spec(s)[0] in DIFFUSION_DEFENCES for s in specs)
-        purifier, classifier, classes, models = _models(args, config, needs_diffusion)
+        purifier, classifier, classes, models = _models(args, config, runtime, needs_diffusion)
         if args.classes:
             classes = read_classes(args.classes)
         dataset = load_dataset(args.data, r["clips"], r["frames"], args.size, classes)
@@ -230,8 +228,7 @@ def run(args: argparse.Namespace) -> int:
                            DIFFUSION_DEFENCES else defences[s] for s in specs}
         if args.flow_grad:
             for d in attack_defences.values():
-                if hasattr(d, "flow_grad"):
-                    d.flow_grad = True
+                d.flow_grad = d.uses_flow
         attack_clips = {}
         for item in filter(None, (x.strip() for x in r["attack_clips"].split(","))):
             name, _, n = item.partition("=")
@@ -251,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
             "data": args.data, "clips": len(dataset), "frames": r["frames"], "size": args.size, "models": models,
             "settings": {**vars(settings), "eps_255": settings.eps * 255 if settings.norm == "linf" else None,
                          "flow_grad": args.flow_grad},
-            "config": {k: v for k, v in vars(config).items() if k != "device"},
+            "config": config.options(), "dtype": args.dtype,
             "attack_config": attack_changes, "defences": specs, "attacks": attacks, "attack_clips": attack_clips,
             "world_size": world_size, "batch_size": r["batch_size"],
         }
@@ -261,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{len(attacks)} attacks; records in {out}/records/" + (f"; {world_size} processes" if world_size > 1 else ""))
         barrier()
         evaluate(dataset, classifier, defences, attacks, settings, str(out), attack_defences, rank, world_size,
-                 r["batch_size"], attack_clips, config.torch_device, progress=not args.no_progress)
+                 r["batch_size"], attack_clips, runtime.torch_device, progress=not args.no_progress)
         barrier()
         if rank == 0:
             merge_records(out)

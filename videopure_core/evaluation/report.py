@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
+from ..config import DDIM_INVERSION, TABLE_IV
 from .plot import line_plot
 from .runner import ATTACKS
 
@@ -26,14 +27,18 @@ ATTACK_TITLES = {"clean": "None", "pgd": "PGD", "pgd+bpda": "PGD+BPDA", "tt": "T
 DEFENCE_TITLES = {"none": "None", "jpeg": "JPEG", "wavelet": "WD", "shuffle": "Temporal Shuffle",
                   "diffpure-ddpm": "DiffPure_DDPM", "diffpure-ddim": "DiffPure_DDIM", "ddim-inversion": "DDIM Inversion",
                   "videopure": "VideoPure"}
+
+
+def _ablation(options: dict) -> tuple[tuple[bool, bool, bool], str]:
+    """A row of config.TABLE_IV -> ((temporal inversion, optimisation, voting), defence spec)."""
+    modules = (options.get("temporal", True), options.get("guidance", True), options.get("single_candidate") is None)
+    if options == DDIM_INVERSION:
+        return modules, "ddim-inversion"  # the Table I baseline is the same defence
+    return modules, "videopure" + "".join(f":{k}={str(v).lower()}" for k, v in options.items())
+
+
 # Table IV: (temporal DDIM inversion, spatial-temporal optimisation, multi-step voting) -> defence spec.
-ABLATIONS: tuple[tuple[tuple[bool, bool, bool], str], ...] = (
-    ((False, False, False), "ddim-inversion"),  # = videopure:temporal=false:guidance=false:single_candidate=0
-    ((True, False, False), "videopure:guidance=false:single_candidate=0"),
-    ((True, False, True), "videopure:guidance=false"),
-    ((True, True, False), "videopure:single_candidate=0"),
-    ((True, True, True), "videopure"),
-)
+ABLATIONS: tuple[tuple[tuple[bool, bool, bool], str], ...] = tuple(_ablation(o) for o in TABLE_IV.values())
 # Paper Table I, NL on UCF-101 (for the side-by-side in the report): defence -> attack -> Robust Acc (%).
 PAPER_TABLE_I = {
     "none": {"clean": 100, "pgd": 8.9, "tt": 11.8},

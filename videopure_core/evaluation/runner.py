@@ -38,8 +38,8 @@ from ..attacks import (
     random_start_point,
     tt_grad_fn,
 )
-from ..defences import Defence, defended_vote
-from ..video import to_channels_first
+from ..defences import Defence
+from ..pipeline import vote_candidates
 from .data import Dataset
 from .records import RecordWriter
 
@@ -84,7 +84,7 @@ def applies(attack: str, defence: Defence) -> tuple[bool, str]:
     """Whether a (defence, attack) cell is run, and why not (Table I leaves such cells as "-")."""
     if attack not in ATTACKS:
         raise ValueError(f"Unknown attack {attack!r}; choose from {', '.join(ATTACKS)}.")
-    if attack in ADAPTIVE and getattr(defence, "name", "").split(":")[0] == "none":
+    if attack in ADAPTIVE and not defence.defends:
         return False, "no defence: adaptive attacks are the gray-box ones"
     if attack == "pgd+full":
         if not defence.differentiable:
@@ -199,7 +199,7 @@ def evaluate(
                     if not todo:
                         continue
                     if videos is None:
-                        videos = to_channels_first(torch.stack([c.load() for _, c in batch])).to(device)
+                        videos = torch.stack([c.load() for _, c in batch]).to(device)
                         labels = torch.tensor([c.label for _, c in batch], device=device)
                     todo_index = {i for i, _ in todo}
                     rows = [k for k, (i, _) in enumerate(batch) if i in todo_index]
@@ -227,8 +227,8 @@ def evaluate(
                         x_adv, losses, info = craft(attack, x, y, ids, classifier, attack_defences[name], settings, gen, stages)
                         attack_seconds = time.perf_counter() - start
                     start = time.perf_counter()
-                    output = defence.candidates(x_adv, generator_for(settings.seed, "eval", name, attack, ids[0]), callback=stages)
-                    result = defended_vote(output, classifier)
+                    output = defence.candidates(x_adv, generator_for(settings.seed, "eval", name, attack, ids[0]), hooks=stages)
+                    result = vote_candidates(classifier, output)
                     defence_seconds = time.perf_counter() - start
                     if cuda:  # peak GPU memory of this cell (attack + defence), as vcr-bench's VRAM profiling
                         info = {**info, "peak_gpu_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}

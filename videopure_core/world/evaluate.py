@@ -14,7 +14,6 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -26,16 +25,15 @@ from ..config import PurifyConfig
 from ..flow import RaftFlow
 from ..purifier import Purifier
 from ..vae import decode_latents, encode_video
+from . import WORLD_OPTIONS
 from .generator import make_split
 from .models import WEIGHTS, load_world
 from .train import STAGES
 
 HELP = "Measure the trained small world (accuracy, PSNR, flow EPE, PGD, VideoPure) and update its model card."
 
-WORLD_CONFIG = PurifyConfig(guidance_reference=(32, 28, 28))
-"""VideoPure's settings in the small world: the paper's hyperparameters, with the guidance step rescaled from the
-paper's 32x28x28 latent to this world's 16x8x8 (both losses are means, so unscaled steps would be ~25x larger
-per element here; see PurifyConfig.guidance_reference)."""
+WORLD_CONFIG = PurifyConfig().with_options(**WORLD_OPTIONS)
+"""VideoPure's settings in the small world (world.WORLD_OPTIONS)."""
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -80,7 +78,7 @@ def measure_models(world, n_test: int = 96, progress: bool = True) -> dict:
     out["flow_epe_zero_flow_px"] = round(float(gt.pow(2).sum(1).sqrt().mean()), 3)
     out["flow_pairs"] = int(a.shape[0])
 
-    from ..ddim import unet_eps_fn
+    from ..networks import unet_eps_fn
     from ..schedule import make_schedule
 
     eps_fn = unet_eps_fn(m.unet, m.embedding)
@@ -117,16 +115,16 @@ def measure_purification(world, config: PurifyConfig = WORLD_CONFIG, n_clips: in
     std, rob, seconds, winners = [], [], [], []
     for i in tqdm(range(n_clips), desc="videopure", disable=not progress):
         start = time.perf_counter()
-        winners.append(int(purifier.predict(videos[i], world.classifier).winner))
+        winners.append(int(purifier.predict(x[i], world.classifier).winner))
         std.append(winners[-1] == int(labels[i]))
         seconds.append(time.perf_counter() - start)
-        rob.append(int(purifier.predict(adv[i].permute(1, 2, 3, 0), world.classifier).winner) == int(labels[i]))
+        rob.append(int(purifier.predict(adv[i], world.classifier).winner) == int(labels[i]))
     out["reference_videopure_winners_first2"] = winners[:2]  # checked by tests/test_world_models.py
     out["videopure_standard_acc"] = sum(std) / n_clips
     out["videopure_robust_acc_star"] = sum(rob) / n_clips
     out["videopure_seconds_per_video"] = round(sum(seconds) / n_clips, 3)
-    out["config"] = {k: v for k, v in asdict(config).items() if v != getattr(PurifyConfig(), k)}
-    out["standard_acc_by_stage"] = measure_stage_losses(world, videos, labels, config, progress)
+    out["config"] = config.options()
+    out["standard_acc_by_stage"] = measure_stage_losses(world, x, labels, config, progress)
     return out
 
 
@@ -140,10 +138,10 @@ STAGE_ABLATIONS = {
 
 def measure_stage_losses(world, videos: torch.Tensor, labels: torch.Tensor, config: PurifyConfig = WORLD_CONFIG,
                          progress: bool = True) -> dict:
-    """Standard Acc (clean clips (N, F, H, W, 3), purified, voted) of each of STAGE_ABLATIONS, per name."""
+    """Standard Acc (clean clips (N, 3, F, H, W), purified, voted) of each of STAGE_ABLATIONS, per name."""
     out = {}
     for name, changes in tqdm(STAGE_ABLATIONS.items(), desc="stages", disable=not progress):
-        purifier = Purifier.from_pretrained(world.diffusion, flow=world.raft, config=replace(config, **changes))
+        purifier = Purifier.from_pretrained(world.diffusion, flow=world.raft, config=config.with_options(**changes))
         winners = torch.cat([purifier.predict(part, world.classifier).winner for part in videos.split(8)])
         out[name] = float((winners == labels).float().mean())
     return out
@@ -225,7 +223,7 @@ def model_card(metrics: dict, log: dict) -> str:
         f"| VideoPure seconds per video (2-core CPU, t*=6) | {m['videopure_seconds_per_video']:.2f} | - |",
         "",
         f"VideoPure settings: the paper's defaults with {m['config']} (the guidance step rescaled from the paper's",
-        "32x28x28 latent to this world's 16x8x8; see `PurifyConfig.guidance_reference`).",
+        "32x28x28 latent to this world's 16x8x8; see `Guidance.lambda_reference`).",
         "",
         "Where accuracy is lost: every VideoPure candidate is a VAE decode, and the classifier scores "
         f"{m['classifier_recon_acc']:.1%} on plain",
