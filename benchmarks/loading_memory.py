@@ -90,7 +90,8 @@ def run_child(folder: Path, dtype: str, accelerate: bool = True, cast_after: boo
     """`child` in a fresh Python process (so one load's memory does not hide another's)."""
     cmd = [sys.executable, __file__, "--child", str(folder), "--dtype", dtype]
     cmd += ([] if accelerate else ["--no-accelerate"]) + (["--cast-after"] if cast_after else [])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 

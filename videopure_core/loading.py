@@ -128,7 +128,7 @@ def _resolve(model: str | os.PathLike, local_files_only: bool) -> tuple[str, boo
 
 
 def _with_variant(name: str, variant: str | None) -> str:
-    """`model.safetensors` -> `model.fp16.safetensors`, `x.safetensors.index.json` -> `x.safetensors.index.fp16.json`."""
+    """`model.safetensors` -> `model.fp16.safetensors`, `m.safetensors.index.json` -> `m.safetensors.index.fp16.json`"""
     if variant is None:
         return name
     stem, ext = name.rsplit(".", 1)
@@ -167,8 +167,8 @@ def weights_variant(folder: str | os.PathLike, component: str) -> str | None:
     raise ModelNotFoundError(
         f"No {component} weights in {folder.resolve()}: looked for {', '.join(weight_file_names(component))}, then the "
         f"fp16 variant {', '.join(weight_file_names(component, 'fp16'))}; the folder holds {', '.join(held)}. Put the "
-        f"{component} weights of the downloaded model there (e.g. {component}/{weight_file_names(component, 'fp16')[0]} "
-        f"from ali-vilab/text-to-video-ms-1.7b)."
+        f"{component} weights of the downloaded model there (e.g. {component}/"
+        f"{weight_file_names(component, 'fp16')[0]} from ali-vilab/text-to-video-ms-1.7b)."
     )
 
 
@@ -192,7 +192,8 @@ def transformers_load_kwargs(dtype: torch.dtype) -> dict:
 
 def _load_component(cls, folder: Path, component: str, dtype: torch.dtype) -> nn.Module:
     variant = weights_variant(folder / component, component)
-    return cls.from_pretrained(folder / component, variant=variant, local_files_only=True, **diffusers_load_kwargs(dtype))
+    kwargs = diffusers_load_kwargs(dtype)
+    return cls.from_pretrained(folder / component, variant=variant, local_files_only=True, **kwargs)
 
 
 def load_diffusion(
@@ -282,8 +283,9 @@ def _check_text_encoder(folder: Path) -> None:
     if not (folder / "text_encoder").is_dir():
         raise ModelNotFoundError(
             f"Neither {(folder / EMBEDDING_FILE).resolve()} nor {(folder / 'text_encoder').resolve()} exists: "
-            f"VideoPure needs the empty-prompt embedding or the CLIP text encoder and tokenizer to compute it. Download "
-            f"text_encoder/ and tokenizer/ of the model (needed once: the embedding is cached) into {folder.resolve()}."
+            f"VideoPure needs the empty-prompt embedding or the CLIP text encoder and tokenizer to compute it. "
+            f"Download text_encoder/ and tokenizer/ of the model (needed once: the embedding is cached) into "
+            f"{folder.resolve()}."
         )
     weights_variant(folder / "text_encoder", "text_encoder")
     tokenizer = folder / "tokenizer"
