@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
+from ..io import atomic_write
 from .plot import line_plot
 from .runner import ATTACKS
 
@@ -238,9 +239,8 @@ def warnings_summary(records: Sequence[dict]) -> list[str]:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(text)
 
 
 def write_reports(records: Sequence[dict], out: str | os.PathLike, run: dict | None = None,
