@@ -222,7 +222,7 @@ def test_headless_client_fails_on_a_partly_valid_workflow_and_leaves_nothing_que
                               "--set", "6.t_star=0", "--set", "4.index=6", "--out", str(tmp_path / "out")])
     assert comfy_client.run(args) == 1  # ComfyUI answers 200 and would run the input preview alone
     out = capsys.readouterr().out
-    assert "ComfyUI refused the workflow" in out and "finished in" not in out
+    assert "ComfyUI refused the workflow" in out and "1 node(s) failed validation" in out and "finished in" not in out
     assert "node 6 (VideoPurePurify): Value 0 smaller than min of 1: t_star" in out
     deadline = time.monotonic() + 30
     while (queue := server.get_json("/queue"))["queue_running"] and time.monotonic() < deadline:
