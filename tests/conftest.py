@@ -1,7 +1,13 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+REPO = str(Path(__file__).resolve().parents[1])
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # workflows.graph, the workflow builder the workflow tests use
 
 # Nothing in the tests may touch the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

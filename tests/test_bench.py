@@ -12,7 +12,7 @@ from videopure_core.bench.flops import count_flops
 from videopure_core.bench.measure import StageMeter
 from videopure_core.bench.models import bench_videos, extend_frames, tiny_models
 from videopure_core.bench.paths import cfg_eps_fn, compare, fast_logits, fast_options, fast_purifier
-from videopure_core.bench.plot import Panel, panels_png, round_ticks
+from videopure_core.bench.plot import Panel, panels_png
 from videopure_core.bench.suite import flop_floors
 from videopure_core.cli import main
 
@@ -118,19 +118,19 @@ def test_extend_frames_plays_the_clip_back_and_forth():
     assert extend_frames(clip, 3).shape[0] == 3
 
 
-def test_round_ticks_cover_the_range_with_round_steps():
-    assert round_ticks(7.3) == [0, 2, 4, 6, 8]
-    assert round_ticks(0.42) == [0, 0.1, 0.2, 0.3, 0.4, 0.5]
-
-
 def test_scaling_plot_is_a_png_with_one_panel_per_chart_and_both_series(tmp_path):
     panels = [Panel("time", [16, 32, 64], {"fast": [1, 2, 4], "naive": [2, 4, 8]}, log2_x=True),
               Panel("t*", [2, 6, 10], {"fast": [1, 2, 3]})]
     path = panels_png(panels, tmp_path / "plot.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]  # written atomically, no temporary left
     image = Image.open(path).convert("RGB")
     assert image.size == (2 * 460, 360)
     colours = {c for _, c in image.getcolors(1 << 20)}
     assert (31, 119, 180) in colours and (214, 39, 40) in colours  # fast and naive lines are drawn
+    assert len(colours) > 50  # axes, ticks and text: not a blank page
+    left, right = (image.crop((x, 0, x + 460, 360)) for x in (0, 460))
+    assert (214, 39, 40) in {c for _, c in left.getcolors(1 << 20)}  # naive only in the first panel
+    assert (214, 39, 40) not in {c for _, c in right.getcolors(1 << 20)}
 
 
 def test_bench_cli_on_tiny_models_writes_the_report_and_ends_with_the_speedup_line(tmp_path, capsys):

@@ -23,9 +23,9 @@ from videopure_core.defences import (
     jpeg_frames,
     noise_latent,
     parse_spec,
-    parse_value,
     wavelet_denoise,
 )
+from videopure_core.options import parse_value
 
 
 @pytest.fixture

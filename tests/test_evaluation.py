@@ -23,7 +23,7 @@ from videopure_core.evaluation import (
     table_one,
     write_reports,
 )
-from videopure_core.evaluation.plot import line_plot, nice_ticks
+from videopure_core.evaluation.plot import line_plot
 from videopure_core.evaluation.report import loss_curves, ordering, table_one_markdown
 from videopure_core.io import write_frames
 from videopure_core.world.models import WorldClassifier
@@ -127,13 +127,16 @@ def test_tables_from_records(tmp_path):
     assert "| VideoPure | 0.500 |" in (tmp_path / "table10.md").read_text()  # clean records only
 
 
-def test_line_plot(tmp_path):
-    assert nice_ticks(0.13, 0.87) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    path = line_plot({"a": [1.0, 2.0, 3.0], "b": [3.0, 2.5, 2.0]}, tmp_path / "p.png", "t", "x", "y", size=(400, 300))
+def test_line_plot_is_a_png_of_the_asked_size_with_both_series(tmp_path):
+    series = {"a": [1.0, 2.0, 3.0], "b": [3.0, None, float("nan"), 2.0]}  # missing points are left out
+    path = line_plot(series, tmp_path / "p.png", "t", "x", "y", size=(400, 300))
+    assert path == tmp_path / "p.png" and [p.name for p in tmp_path.iterdir()] == ["p.png"]  # no temporary left
     with Image.open(path) as im:
-        assert im.size == (400, 300)
-        colours = set(map(tuple, np.asarray(im.convert("RGB")).reshape(-1, 3).tolist()))
-    assert (31, 119, 180) in colours and (255, 127, 14) in colours  # both series drawn
+        assert im.format == "PNG" and im.size == (400, 300)
+        pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    colours = set(map(tuple, pixels.tolist()))
+    assert (31, 119, 180) in colours and (255, 127, 14) in colours  # both series drawn (tab10 blue, orange)
+    assert len(colours) > 50 and (pixels < 128).all(axis=1).mean() > 0.002  # text and axes, not a blank page
 
 
 class _Tiny:

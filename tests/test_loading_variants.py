@@ -101,15 +101,15 @@ def test_fp16_only_download_loads_on_first_run_without_a_cached_embedding(fp16_d
     assert files(folder / "unet") == ["config.json", "diffusion_pytorch_model.fp16.safetensors"]
     assert not (folder / EMBEDDING_FILE).exists()
 
-    p = Purifier.from_pretrained(str(folder), config=PurifyConfig(lambda_temp=0.0, t_star=2))
+    p = Purifier.from_pretrained(str(folder), config=PurifyConfig(t_star=2).with_options(lambda_temp=0.0))
     # the text encoder was read from model.fp16.safetensors into float32: the embedding is the fp32 forward pass of
     # the fp16 weights, bit for bit, and it is now cached next to the model
     assert len(clip_calls) == 1 and clip_calls[0][1] == {torch.float32}
-    assert torch.equal(p.embedding, embedding) and p.embedding.shape == (1, 8, 32)
+    assert torch.equal(p.models.embedding, embedding) and p.models.embedding.shape == (1, 8, 32)
     assert torch.equal(loading.load_embedding(folder / EMBEDDING_FILE), embedding)
     z = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(p.unet(z, 21, encoder_hidden_states=embedding).sample,
+        assert torch.equal(p.models.unet(z, 21, encoder_hidden_states=embedding).sample,
                            unet(z, 21, encoder_hidden_states=embedding).sample)
 
 

@@ -77,7 +77,7 @@ def images():
 
 
 def _widgets(cls):
-    from videopure_core.comfy_workflow import is_widget, node_info, ordered_inputs
+    from workflows.graph import is_widget, node_info, ordered_inputs
 
     return [n for n, _, s in ordered_inputs(node_info("x", cls)) if is_widget(s)]
 

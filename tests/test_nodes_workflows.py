@@ -8,17 +8,9 @@ import json
 import pytest
 
 import comfy_stub
+from comfy_tools import check_api, check_ui
 from videopure_core.comfy_client import WorkflowError, WorkflowResult, load_workflow, set_inputs
-from videopure_core.comfy_workflow import (
-    CORE_NODES,
-    UIGraph,
-    check_api,
-    check_ui,
-    is_widget,
-    object_info_of,
-    ordered_inputs,
-    ui_to_api,
-)
+from workflows.graph import CORE_NODES, UIGraph, is_widget, object_info_of, ordered_inputs, ui_to_api
 
 WORKFLOWS = comfy_stub.REPO / "workflows"
 NAMES = ["videopure_attack_compare", "videopure_one_node", "videopure_paper_pipeline"]
@@ -155,6 +147,9 @@ def test_client_refuses_ui_files_and_sets_inputs(tmp_path):
     changed = set_inputs(api, ["4.index=7", '4.split="val"', "6.guidance_reference=32,28,28"])
     assert changed["4"]["inputs"]["index"] == 7 and changed["4"]["inputs"]["split"] == "val"
     assert changed["6"]["inputs"]["guidance_reference"] == "32,28,28" and api["4"]["inputs"]["index"] == 1
+    changed = set_inputs(api, ["6.guidance_reference=32x28x28", "6.guidance=false", "1.dtype=none"])
+    assert changed["6"]["inputs"]["guidance_reference"] == "32x28x28"  # no tuples (nor None) in ComfyUI inputs
+    assert changed["6"]["inputs"]["guidance"] is False and changed["1"]["inputs"]["dtype"] == "none"
     with pytest.raises(ValueError, match="no node '42'"):
         set_inputs(api, ["42.index=1"])
     with pytest.raises(ValueError, match="NODE.INPUT=VALUE"):

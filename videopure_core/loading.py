@@ -80,14 +80,10 @@ def load_weights(path: str | os.PathLike) -> dict[str, Tensor]:
 
 def save_safetensors_atomic(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write a safetensors file via a temporary file and a rename, so an interrupted write leaves nothing half-done."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def encode_empty_prompt(text_encoder: nn.Module, tokenizer) -> Tensor:

@@ -4,7 +4,7 @@
     python workflows/build.py --check   # exit 1 if a file differs from what this script makes
 
 The graphs are defined here once; the node definitions come from the pack itself (loaded with the small
-ComfyUI stand-ins of the tests), the API files are the UI graphs converted by videopure_core.comfy_workflow, and
+ComfyUI stand-ins of the tests), the API files are the UI graphs converted by workflows/graph.py, and
 tests/test_nodes_workflows.py checks that the files on disk are exactly what this script makes.
 Every workflow runs on the bundled small world; see docs/comfyui.md for switching to ModelScope weights.
 """
@@ -20,10 +20,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from videopure_core.comfy_workflow import UIGraph, object_info_of, ui_to_api  # noqa: E402
+from videopure_core.io import atomic_write  # noqa: E402
+from videopure_core.world import WORLD_OPTIONS  # noqa: E402
+from workflows.graph import UIGraph, object_info_of, ui_to_api  # noqa: E402
 
 BUNDLED = "bundled: small world"
-WORLD_GUIDANCE = dict(guidance_reference="32,28,28")  # the paper's lambdas rescaled to the world's 16x8x8 latent
+# the world's VideoPure options as the guidance widget spells them (the paper's lambdas rescaled to its latent)
+WORLD_GUIDANCE = dict(guidance_reference=",".join(map(str, WORLD_OPTIONS["lambda_reference"])))
 
 NOTE_WORLD = (
     "Runs on the small world bundled with VideoPure (64x64 clips of a shape moving left/right/up/down, its own "
@@ -208,10 +211,8 @@ def main(argv: list[str]) -> int:
         print("stale: " + ", ".join(stale) if stale else "workflows are up to date")
         return 1 if stale else 0
     for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        with atomic_write(path) as f:
+            f.write(text)
         print(f"wrote {path.relative_to(REPO)}")
     return 0
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 import comfy_stub
+from comfy_tools import ComfyUIServer, check_api, check_ui
 from videopure_core import comfy_client
-from videopure_core.comfy_client import ComfyUIServer, WorkflowError, load_workflow, run_workflow
-from videopure_core.comfy_workflow import check_api, check_ui, object_info_of
+from videopure_core.comfy_client import WorkflowError, load_workflow, prompt_messages, run_workflow
+from workflows.graph import object_info_of
 from videopure_core.world.models import WEIGHTS
 
 pytestmark = pytest.mark.comfyui
@@ -179,15 +180,21 @@ def test_cancel_interrupts_a_running_workflow(server):
     workflow = load_workflow(WORKFLOWS / "api" / "videopure_paper_pipeline.json")
     workflow[_node(workflow, "VideoPureWorldClip")]["inputs"]["index"] = 5  # not cached from an earlier run
     client_id = "interrupt-test"
-    with server.websocket(client_id) as ws:
+    ws = server.websocket(client_id)
+    sent = False
+    try:
         prompt_id = server.queue_prompt(workflow, client_id)
-        for msg in ws.messages_until_done(prompt_id, timeout=300):
-            if isinstance(msg, dict) and msg["type"] == "progress":
-                server.interrupt()
+        server.interrupt("another-prompt")  # not the running prompt: ignored (a per-prompt interrupt)
+        for msg in prompt_messages(ws, prompt_id, time.monotonic() + 300):
+            if msg["type"] == "progress":  # still running after the other prompt's interrupt
+                server.interrupt(prompt_id)
+                sent = True
                 break
+    finally:
+        ws.close()
     entry = server.wait_for(prompt_id, timeout=120)
     kinds = [kind for kind, _ in entry["status"]["messages"]]
-    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds
+    assert sent and entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds
     assert server.system_stats()["system"]["comfyui_version"]
 
 
@@ -204,3 +211,21 @@ def test_headless_client_command(server, tmp_path, capsys):
     saved = sorted(p.name for p in tmp_path.iterdir())
     assert len(saved) == 16 + 7 * 16 + 16  # purified frames (saved), all candidates and the input (previews)
     assert all(name.endswith(".png") for name in saved)
+
+
+def test_headless_client_fails_on_a_partly_valid_workflow_and_leaves_nothing_queued(server, tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    comfy_client.add_arguments(parser)
+    args = parser.parse_args([str(WORKFLOWS / "api" / "videopure_one_node.json"), "--server", server.url,
+                              "--set", "6.t_star=0", "--set", "4.index=6", "--out", str(tmp_path / "out")])
+    assert comfy_client.run(args) == 1  # ComfyUI answers 200 and would run the input preview alone
+    out = capsys.readouterr().out
+    assert "ComfyUI refused the workflow" in out and "1 node(s) failed validation" in out and "finished in" not in out
+    assert "node 6 (VideoPurePurify): Value 0 smaller than min of 1: t_star" in out
+    deadline = time.monotonic() + 30
+    while (queue := server.get_json("/queue"))["queue_running"] and time.monotonic() < deadline:
+        time.sleep(0.2)  # an interrupted partial run stops at its next check
+    assert queue["queue_running"] == [] and queue["queue_pending"] == []
+    assert not (tmp_path / "out").exists()

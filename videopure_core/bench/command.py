@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 from pathlib import Path
+
+from ..io import atomic_write
 
 HELP = "Benchmark VideoPure per stage: naive (release-style) vs fast path, FLOP floors, peak memory, scaling."
 
@@ -83,13 +84,6 @@ def attention_processors(models) -> dict:
             counts[type(proc).__name__] = counts.get(type(proc).__name__, 0) + 1
         out[name] = counts
     return out
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,8 +173,10 @@ def run(args: argparse.Namespace) -> int:
         results["ablation"] = suite.ablation(models, case, device, args.compile, log)
 
     text = report.markdown(results)
-    _write_atomic(out_dir / f"bench-{tag}.json", json.dumps(results, indent=1, default=str) + "\n")
-    _write_atomic(out_dir / f"bench-{tag}.md", text)
+    with atomic_write(out_dir / f"bench-{tag}.json") as f:
+        f.write(json.dumps(results, indent=1, default=str) + "\n")
+    with atomic_write(out_dir / f"bench-{tag}.md") as f:
+        f.write(text)
     print()
     print(text)
     print(f"wrote {out_dir / f'bench-{tag}.md'} and .json" + (f", {results['plot']}" if results.get("plot") else ""))

@@ -6,8 +6,8 @@
 Names (`DEFENCES`): none, videopure, ddim-inversion, diffpure-ddim, diffpure-ddpm, jpeg, wavelet, shuffle.
 A spec is a name followed by `:key=value` options: VideoPure options for the diffusion defences (the flat names
 of `PurifyConfig.with_options`, plus `flow_grad` and `checkpoint`), `quality` and `gradient` (bpda or surrogate)
-for jpeg, `levels`/`sigma` for wavelet. Values: true/false, none, numbers, and tuples written with x
-(`lambda_reference=32x28x28`).
+for jpeg, `levels`/`sigma` for wavelet. Values are read by `videopure_core.options.parse_value`: true/false, none,
+numbers, and tuples written with x (`lambda_reference=32x28x28`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 
 from ..config import DDIM_INVERSION
+from ..options import parse_assignments
 from .base import GRADIENTS, Defence, Gradient, defend_and_vote, one_candidate
 from .diffpure_ddim import DiffPureDDIM, noise_latent
 from .diffpure_ddpm import DiffPureDDPM, ddpm_step
@@ -35,33 +36,10 @@ DEFENCES: tuple[str, ...] = ("none", "videopure", "ddim-inversion", "diffpure-dd
 DIFFUSION_DEFENCES: tuple[str, ...] = tuple(DIFFUSION_BUILDERS)
 
 
-def parse_value(text: str):
-    """'true' -> True, 'none' -> None, '3' -> 3, '0.5' -> 0.5, '32x28x28' -> (32, 28, 28), else the text."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low == "none":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(low)
-        except ValueError:
-            pass
-    if "x" in low and all(part.isdigit() for part in low.split("x")):
-        return tuple(int(part) for part in low.split("x"))
-    return text.strip()
-
-
 def parse_spec(spec: str) -> tuple[str, dict]:
     """'videopure:guidance=false:t_star=4' -> ('videopure', {'guidance': False, 't_star': 4})."""
     name, *options = spec.strip().split(":")
-    kwargs = {}
-    for option in options:
-        if "=" not in option:
-            raise ValueError(f"Defence option {option!r} in {spec!r} is not key=value (e.g. 'jpeg:quality=50').")
-        key, value = option.split("=", 1)
-        kwargs[key.strip()] = parse_value(value)
-    return name.strip(), kwargs
+    return name.strip(), parse_assignments(options, f"Defence option in {spec!r}:", "'jpeg:quality=50'")
 
 
 def build_defence(spec: str, purifier=None) -> Defence:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from ..io import atomic_write
 
 HELP = "Evaluate robustness: defences x attacks on clips; writes per-video records, Table I/IV/X and the loss plot."
 
@@ -97,16 +98,13 @@ def _resolve(args) -> dict:
     return out
 
 
-def _kv(items) -> dict:
-    from ..defences import parse_value
+def _kv(items, what: str = "--config", example: str = "t_star=6") -> dict:
+    from ..options import parse_assignments
 
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"videopure eval: {item!r} is not KEY=VALUE (e.g. t_star=6).")
-        key, value = item.split("=", 1)
-        out[key] = parse_value(value)
-    return out
+    try:
+        return parse_assignments(items or [], f"videopure eval: {what}", example)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
 
 def _defence_specs(args) -> list[str]:
@@ -177,9 +175,8 @@ def _check_run(out: Path, run: dict) -> None:
         run = {**old, **run, "defences": list(dict.fromkeys(old.get("defences", []) + run["defences"])),
                "attacks": list(dict.fromkeys(old.get("attacks", []) + run["attacks"]))}
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("run.json.tmp")
-    tmp.write_text(json.dumps(run, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(json.dumps(run, indent=1, sort_keys=True) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -216,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         base = {} if (args.tiny or args.diffusion) else dict(WORLD_OPTIONS)
         config = PurifyConfig().with_options(**{**base, **_kv(args.config)})
         runtime = Runtime(device=local_device(args.device), dtype=args.dtype)
-        attack_changes = _kv(args.attack_config) if args.attack_config is not None else None
+        attack_changes = _kv(args.attack_config, "--attack-config") if args.attack_config is not None else None
         needs_diffusion = any(parse_spec(s)[0] in DIFFUSION_DEFENCES for s in specs)
         purifier, classifier, classes, models = _models(args, config, runtime, needs_diffusion)
         if args.classes:
@@ -229,13 +226,12 @@ def run(args: argparse.Namespace) -> int:
         if args.flow_grad:
             for d in attack_defences.values():
                 d.flow_grad = d.uses_flow
-        attack_clips = {}
-        for item in filter(None, (x.strip() for x in r["attack_clips"].split(","))):
-            name, _, n = item.partition("=")
-            if name.rpartition("/")[2] not in ATTACKS or not n.isdigit():
-                raise SystemExit(f"videopure eval: --attack-clips entry {item!r} is not ATTACK=N or DEFENCE/ATTACK=N "
+        attack_clips = _kv(filter(None, (x.strip() for x in r["attack_clips"].split(","))),
+                           "--attack-clips", "pgd+full=20")
+        for name, n in attack_clips.items():
+            if name.rpartition("/")[2] not in ATTACKS or type(n) is not int or n < 0:
+                raise SystemExit(f"videopure eval: --attack-clips entry {name}={n} is not ATTACK=N or DEFENCE/ATTACK=N "
                                  f"(e.g. pgd+full=20, diffpure-ddpm/eot+bpda=6).")
-            attack_clips[name] = int(n)
         if args.ablations:  # the ablation rows only need Table IV's columns: Standard Acc, PGD, PGD+BPDA
             explicit = set(_defence_specs(argparse.Namespace(defences=args.defences, ablations=False)))
             for spec in specs:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import DDIM_INVERSION, TABLE_IV
+from ..io import atomic_write
 from .plot import line_plot
 from .runner import ATTACKS
 
@@ -243,9 +244,8 @@ def warnings_summary(records: Sequence[dict]) -> list[str]:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(text)
 
 
 def write_reports(records: Sequence[dict], out: str | os.PathLike, run: dict | None = None,

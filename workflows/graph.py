@@ -1,6 +1,7 @@
-"""ComfyUI workflow files without ComfyUI: build UI-format graphs, convert them to the API format, check both.
+"""ComfyUI workflow files without ComfyUI: build UI-format graphs and convert them to the API format.
 
-Two formats describe the same graph:
+The tooling behind workflows/build.py (and the workflow checks in tests/comfy_tools.py). Two formats describe the
+same graph:
 - UI format (what the frontend saves and loads, version 0.4): "nodes" with id, type, pos, size, inputs (sockets,
   each with the id of the link feeding it), outputs (with the ids of their links) and `widgets_values`, the
   widget values **by position**; and "links" as [id, from_node, from_slot, to_node, to_slot, type].
@@ -13,14 +14,11 @@ or a list of options (a combo), in definition order, required before optional; a
 with control_after_generate, stores one more value after its own (the frontend's "fixed"/"randomize" control).
 `node_info` makes such definitions from node classes (as ComfyUI's server does), so everything here also works
 on a pack's classes alone.
-
-This module never imports ComfyUI.
 """
 
 from __future__ import annotations
 
 import json
-from collections import deque
 from typing import Any, Iterable
 
 VALUE_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
@@ -79,7 +77,7 @@ def ordered_inputs(info: dict) -> list[tuple[str, str, list]]:
     return out
 
 
-def _options(spec) -> dict:
+def input_options(spec) -> dict:
     return spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
 
 
@@ -94,59 +92,30 @@ def combo_options(spec) -> list | None:
     if isinstance(kind, list):
         return kind
     if kind == "COMBO":
-        return _options(spec).get("options")
+        return input_options(spec).get("options")
     return None
 
 
 def is_widget(spec) -> bool:
     t = input_type(spec)
-    return (t in VALUE_TYPES or t == "COMBO") and not _options(spec).get("forceInput")
+    return (t in VALUE_TYPES or t == "COMBO") and not input_options(spec).get("forceInput")
 
 
 def has_control_value(name: str, spec) -> bool:
     """Whether the frontend stores a "fixed"/"randomize" control value right after this widget's value."""
     if input_type(spec) != "INT":
         return False
-    return name in ("seed", "noise_seed") or bool(_options(spec).get("control_after_generate"))
+    return name in ("seed", "noise_seed") or bool(input_options(spec).get("control_after_generate"))
 
 
 def default_value(spec) -> Any:
-    opts = _options(spec)
+    opts = input_options(spec)
     if "default" in opts:
         return opts["default"]
     choices = combo_options(spec)
     if choices:
         return choices[0]
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(input_type(spec))
-
-
-def value_problem(name: str, spec, value) -> str | None:
-    """Why `value` does not fit the widget spec, or None."""
-    t = input_type(spec)
-    opts = _options(spec)
-    if t == "COMBO":
-        choices = combo_options(spec) or []
-        return None if value in choices else f"{name}={value!r} is not one of {choices}"
-    if t == "BOOLEAN":
-        return None if isinstance(value, bool) else f"{name}={value!r} is not a boolean"
-    if t == "STRING":
-        return None if isinstance(value, str) else f"{name}={value!r} is not a string"
-    if t in ("INT", "FLOAT"):
-        ok = isinstance(value, int) if t == "INT" else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok:
-            return f"{name}={value!r} is not {'an integer' if t == 'INT' else 'a number'}"
-        if "min" in opts and value < opts["min"]:
-            return f"{name}={value!r} is below its minimum {opts['min']}"
-        if "max" in opts and value > opts["max"]:
-            return f"{name}={value!r} is above its maximum {opts['max']}"
-    return None
-
-
-def types_match(output_type: str, input_type_: str) -> bool:
-    """ComfyUI's rule, simplified: equal, or either side is "*", or the input lists the output among "A,B"."""
-    if "*" in (output_type, input_type_) or output_type == input_type_:
-        return True
-    return output_type in input_type_.split(",") or input_type_ in output_type.split(",")
 
 
 # --- UI format -> API format ---------------------------------------------------------------------------------
@@ -198,141 +167,6 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
             "_meta": {"title": node.get("title") or info.get("display_name") or kind},
         }
     return api
-
-
-# --- checks ---------------------------------------------------------------------------------------------------
-
-
-def check_api(api: dict, object_info: dict) -> list[str]:
-    """Problems of an API-format workflow against node definitions ([] when it would pass ComfyUI's checks)."""
-    problems = []
-    for node_id, node in api.items():
-        kind = node.get("class_type")
-        if kind not in object_info:
-            problems.append(f"node {node_id}: unknown class_type {kind!r}")
-            continue
-        specs = {name: (req, spec) for name, req, spec in ordered_inputs(object_info[kind])}
-        for name in node.get("inputs", {}):
-            if name not in specs:
-                problems.append(f"node {node_id} ({kind}): unknown input {name!r}")
-        for name, (req, spec) in specs.items():
-            value = node.get("inputs", {}).get(name)
-            if value is None:
-                if req == "required":
-                    problems.append(f"node {node_id} ({kind}): required input {name!r} is missing")
-                continue
-            if isinstance(value, list):
-                if len(value) != 2 or str(value[0]) not in api:
-                    problems.append(f"node {node_id} ({kind}): input {name!r} links to missing node {value}")
-                    continue
-                source = api[str(value[0])]["class_type"]
-                outputs = object_info.get(source, {}).get("output", [])
-                if not isinstance(value[1], int) or not 0 <= value[1] < len(outputs):
-                    problems.append(f"node {node_id} ({kind}): input {name!r} uses output {value[1]} of {source}")
-                elif not types_match(outputs[value[1]], input_type(spec)):
-                    problems.append(f"node {node_id} ({kind}): input {name!r} ({input_type(spec)}) gets "
-                                    f"{outputs[value[1]]} from node {value[0]} ({source})")
-            elif not is_widget(spec):
-                problems.append(f"node {node_id} ({kind}): input {name!r} ({input_type(spec)}) needs a link")
-            else:
-                problem = value_problem(name, spec, value)
-                if problem:
-                    problems.append(f"node {node_id} ({kind}): {problem}")
-    if not any(object_info.get(n.get("class_type"), {}).get("output_node") for n in api.values()):
-        problems.append("no output node: ComfyUI would run nothing")
-    edges = {k: [str(v[0]) for v in n.get("inputs", {}).values() if isinstance(v, list)] for k, n in api.items()}
-    if _has_cycle(edges):
-        problems.append("the graph has a cycle")
-    return problems
-
-
-def check_ui(ui: dict, object_info: dict) -> list[str]:
-    """Problems of a UI-format workflow: unknown node types, widget values that do not fit their widgets by
-    position, links whose types or slots disagree with the node definitions."""
-    problems = []
-    if ui.get("version") != 0.4:
-        problems.append(f"version {ui.get('version')!r}; these files use 0.4")
-    nodes = {n["id"]: n for n in ui.get("nodes", [])}
-    for node in nodes.values():
-        kind = node["type"]
-        if kind in VIRTUAL_NODES:
-            continue
-        if kind not in object_info:
-            problems.append(f"node {node['id']}: unknown type {kind!r}")
-            continue
-        info = object_info[kind]
-        specs = ordered_inputs(info)
-        widgets = [(n, s) for n, _, s in specs if is_widget(s)]
-        expected = sum(2 if has_control_value(n, s) else 1 for n, s in widgets)
-        values = node.get("widgets_values") or []
-        if len(values) != expected:
-            problems.append(f"node {node['id']} ({kind}): {len(values)} widget values, expected {expected} "
-                            f"({', '.join(n for n, _ in widgets)})")
-        position = 0
-        for name, spec in widgets:
-            if position < len(values):
-                problem = value_problem(name, spec, values[position])
-                if problem:
-                    problems.append(f"node {node['id']} ({kind}): widget {position}: {problem}")
-            position += 2 if has_control_value(name, spec) else 1
-        by_name = {n: s for n, _, s in specs}
-        for slot in node.get("inputs", []):
-            if slot["name"] not in by_name:
-                problems.append(f"node {node['id']} ({kind}): unknown input socket {slot['name']!r}")
-            elif not types_match(slot["type"], input_type(by_name[slot["name"]])) and not (
-                    slot.get("widget") and input_type(by_name[slot["name"]]) == "COMBO"):
-                problems.append(f"node {node['id']} ({kind}): socket {slot['name']!r} has type {slot['type']}, "
-                                f"the node says {input_type(by_name[slot['name']])}")
-        for name, req, spec in specs:
-            if req == "required" and not is_widget(spec):
-                slot = next((s for s in node.get("inputs", []) if s["name"] == name), None)
-                if slot is None or slot.get("link") is None:
-                    problems.append(f"node {node['id']} ({kind}): required input {name!r} is not connected")
-        outs = info.get("output", [])
-        for i, slot in enumerate(node.get("outputs", [])):
-            if i >= len(outs) or slot["type"] != outs[i]:
-                problems.append(f"node {node['id']} ({kind}): output {i} {slot.get('name')!r} has type "
-                                f"{slot['type']}, the node says {outs[i] if i < len(outs) else 'nothing'}")
-    for link in ui.get("links", []):
-        link_id, src, src_slot, dst, dst_slot, kind = link
-        if src not in nodes or dst not in nodes:
-            problems.append(f"link {link_id}: joins missing nodes {src} -> {dst}")
-            continue
-        outputs, inputs = nodes[src].get("outputs", []), nodes[dst].get("inputs", [])
-        if src_slot >= len(outputs) or link_id not in (outputs[src_slot].get("links") or []):
-            problems.append(f"link {link_id}: output {src_slot} of node {src} does not list it")
-        elif not types_match(outputs[src_slot]["type"], kind):
-            problems.append(f"link {link_id}: type {kind} but output {src_slot} of node {src} is "
-                            f"{outputs[src_slot]['type']}")
-        if dst_slot >= len(inputs) or inputs[dst_slot].get("link") != link_id:
-            problems.append(f"link {link_id}: input {dst_slot} of node {dst} does not hold it")
-        elif not types_match(kind, inputs[dst_slot]["type"]):
-            problems.append(f"link {link_id}: type {kind} into input {inputs[dst_slot]['name']!r} of node {dst} "
-                            f"({inputs[dst_slot]['type']})")
-    return problems
-
-
-def _has_cycle(edges: dict[str, list[str]]) -> bool:
-    indegree = {k: 0 for k in edges}
-    for k, sources in edges.items():
-        for s in sources:
-            if s in indegree:
-                indegree[k] += 1
-    queue = deque(k for k, d in indegree.items() if d == 0)
-    seen = 0
-    users: dict[str, list[str]] = {k: [] for k in edges}
-    for k, sources in edges.items():
-        for s in sources:
-            if s in users:
-                users[s].append(k)
-    while queue:
-        k = queue.popleft()
-        seen += 1
-        for u in users[k]:
-            indegree[u] -= 1
-            if indegree[u] == 0:
-                queue.append(u)
-    return seen != len(edges)
 
 
 # --- authoring UI-format graphs -------------------------------------------------------------------------------
