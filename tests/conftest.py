@@ -12,7 +12,10 @@ if REPO not in sys.path:
 # Nothing in the tests may touch the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# One torch thread: every model in the tests is tiny, so a second thread gains little, and where the cores are
+# shared (CI runners, a training job beside the tests) two OpenMP threads spin against each other: the
+# full-gradient test took 120-380 s with two threads on a busy 2-core machine and 9 s with one.
+torch.set_num_threads(1)
 
 
 def constant_flow_fn(dx: float = 0.0, dy: float = 0.0):

@@ -19,16 +19,6 @@ from videopure_core.cli import main
 LAST_LINE = re.compile(r"^fast/naive speedup: \d+\.\d+x, votes equal: (yes|no)$")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread for this file: tiny models gain nothing from two, and two threads on a busy 2-core box
-    spin against each other (10x slower). The previous setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def models():
     return tiny_models()

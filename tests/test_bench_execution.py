@@ -11,16 +11,6 @@ from videopure_core import MODELSCOPE_SCHEDULER_CONFIG, DiffusionModels, Purifie
 from conftest import constant_flow_fn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread for this file: tiny models gain nothing from two, and two threads on a busy 2-core box
-    spin against each other (10x slower). The previous setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _purifier(tiny_models, **runtime):
     """A Purifier on private copies of the tiny models, t*=2 to keep the tests short."""
     unet, vae, emb = (copy.deepcopy(m) if isinstance(m, torch.nn.Module) else m for m in tiny_models)
