@@ -168,7 +168,7 @@ def test_bad_inputs_give_execution_errors_that_name_the_fix_and_the_server_keeps
     incomplete[_node(incomplete, "VideoPureDiffusionLoader")]["inputs"]["model"] = "incomplete-model"
     with pytest.raises(WorkflowError) as err:
         run_workflow(server, incomplete, timeout=300)
-    assert f"Missing unet/config.json in the diffusion model folder: looked at " \
+    assert f"Missing the unet/ folder of the diffusion model: looked at " \
            f"{server.models_dir / 'videopure' / 'incomplete-model' / 'unet'}" in err.value.exception_message
 
     small = {"1": {"class_type": "VideoPureWorldClip", "inputs": {"split": "test", "index": 3, "frames": 4}},
