@@ -209,6 +209,7 @@ def _fd_check(defence, classifier, x, y, hs=(3e-2, 1e-2)):
     return grad
 
 
+@pytest.mark.slow
 def test_full_gradient_matches_finite_differences(tiny_purifier):
     """Encode, temporal inversion, guided denoising (create_graph), decode and classifier, differentiated exactly.
 
@@ -228,6 +229,7 @@ def test_full_gradient_matches_finite_differences(tiny_purifier):
     assert not torch.allclose(grad, unguided, rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_full_gradient_through_flow(tiny_purifier):
     """flow_grad=True adds the path through the flow estimator (held fixed by default)."""
 

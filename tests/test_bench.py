@@ -29,6 +29,7 @@ def test_flops_are_counted_on_the_meta_device_with_two_per_multiply_add():
     assert count_flops(lambda: layer(torch.empty(10, 64, device="meta"))) == 2 * 10 * 64 * 32
 
 
+@pytest.mark.slow
 def test_full_size_modelscope_floors_match_the_counted_figures():
     floors = flop_floors("modelscope", 32, 224, 6)  # cached: the CLI test below reuses the count
     fast, naive = floors["fast"], floors["naive"]
@@ -123,6 +124,7 @@ def test_scaling_plot_is_a_png_with_one_panel_per_chart_and_both_series(tmp_path
     assert (214, 39, 40) not in {c for _, c in right.getcolors(1 << 20)}
 
 
+@pytest.mark.slow
 def test_bench_cli_on_tiny_models_writes_the_report_and_ends_with_the_speedup_line(tmp_path, capsys):
     args = ["bench", "--arch", "tiny", "--quick", "--frames", "4", "--size", "32", "--t-star", "1", "--videos", "1",
             "--warmup", "0", "--scaling-frames", "4,8", "--scaling-t-star", "1", "--threads", "1", "--ablation",

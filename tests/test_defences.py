@@ -46,6 +46,7 @@ def smooth_image(n: int = 32) -> torch.Tensor:
     return torch.stack([s[None, :] * s[:, None], 0.5 + 0.4 * torch.sin(6 * s)[None, :].expand(n, n), s[:, None].expand(n, n)])
 
 
+@pytest.mark.slow
 def test_every_defence_has_the_interface(tiny_purifier, batch):
     purifier = tiny_purifier(PurifyConfig(t_star=2))
     for name in DEFENCES:
@@ -63,6 +64,7 @@ def test_every_defence_has_the_interface(tiny_purifier, batch):
     assert stochastic == {"diffpure-ddim", "diffpure-ddpm", "shuffle"}
 
 
+@pytest.mark.slow
 def test_videopure_defence_is_the_purifier(tiny_purifier, batch):
     purifier = tiny_purifier(PurifyConfig(t_star=2))
     out = VideoPureDefence(purifier).candidates(batch)
@@ -72,6 +74,7 @@ def test_videopure_defence_is_the_purifier(tiny_purifier, batch):
     assert {"encode", "flow", "invert", "denoise", "decode"} <= set(out.timings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["videopure", "ddim-inversion", "diffpure-ddim"])
 def test_differentiable_forward_equals_plain_forward(tiny_purifier, batch, name):
     """grad=True (checkpointed, create_graph) computes the same candidates as the no-grad forward."""
@@ -83,6 +86,7 @@ def test_differentiable_forward_equals_plain_forward(tiny_purifier, batch, name)
     assert torch.allclose(plain, graph.detach(), atol=2e-5)
 
 
+@pytest.mark.slow
 def test_ddim_inversion_baseline_is_the_plain_config(tiny_purifier, batch):
     purifier = tiny_purifier(PurifyConfig(t_star=2))
     out = build_defence("ddim-inversion", purifier).candidates(batch)

@@ -66,6 +66,7 @@ def test_folder_dataset_layouts(tmp_path):
         folder_dataset(tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_video_files_via_pyav(tmp_path):
     av = pytest.importorskip("av")
     frames = (np.linspace(0, 1, 32)[None, :, None] * np.ones((32, 32, 3))).astype(np.float32)
@@ -150,6 +151,7 @@ class _Tiny:
         self.defences = {s: build_defence(s, self.purifier) for s in ("none", "jpeg", "videopure")}
 
 
+@pytest.mark.slow
 def test_evaluate_records_resume_and_shared_graybox(tmp_path, tiny_purifier):
     t = _Tiny(tiny_purifier)
     settings = AttackSettings(steps=1, eot_reps=2, tt_shift=1)

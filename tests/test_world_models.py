@@ -38,6 +38,7 @@ def test_classifier_predicts_the_first_test_clips_as_the_model_card_says(world, 
     assert (predictions == labels).float().mean() >= 0.75  # the card's clean accuracy, on a handful of clips
 
 
+@pytest.mark.slow
 def test_videopure_votes_on_two_test_clips_match_the_model_card(world, metrics):
     from videopure_core.purifier import Purifier
     from videopure_core.video import from_frames

@@ -23,6 +23,7 @@ def tiny_world(tmp_path_factory):
     return out, plan
 
 
+@pytest.mark.slow
 def test_training_writes_every_model_in_the_loadable_layout(tiny_world):
     out, plan = tiny_world
     for path in ("diffusion/vae/config.json", "diffusion/unet/config.json", "diffusion/scheduler/scheduler_config.json",
@@ -45,6 +46,7 @@ def test_resume_skips_finished_stages(tiny_world):
     assert (out / "raft_small.safetensors").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_evaluate_world_writes_metrics_and_a_model_card_with_every_target(tiny_world):
     out, _ = tiny_world
     metrics = evaluate_world(out, n_test=12, n_attack=1, progress=False)
