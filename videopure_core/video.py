@@ -64,20 +64,18 @@ def check_video(video: Tensor, *, min_frames: int = 2, multiple: int = 8, name: 
 
 def from_frames(frames: Tensor, *, min_frames: int = 2, multiple: int = 8, name: str = "frames") -> Tensor:
     """Frames `(F, H, W, 3)` (one video, a ComfyUI IMAGE batch) or `(B, F, H, W, 3)` -> checked `(B, 3, F, H, W)`."""
-    if not isinstance(frames, Tensor):
-        raise VideoInputError(f"{name} must be a torch.Tensor, got {type(frames).__name__}.")
-    if frames.dim() == 4:
-        frames = frames.unsqueeze(0)
-    if frames.dim() != 5:
-        raise VideoInputError(
-            f"{name} has shape {tuple(frames.shape)}; expected (F, H, W, 3) for one video or (B, F, H, W, 3) for a "
-            f"batch, frames in [0,1]."
-        )
-    if frames.shape[-1] != 3:
-        hint = " It looks channels-first: pass it as it is to the library." if frames.shape[1] == 3 else ""
-        raise VideoInputError(f"{name} has {frames.shape[-1]} channels in its last dimension (shape "
-                              f"{tuple(frames.shape)}); expected 3 (RGB).{hint}")
-    return check_video(frames.permute(0, 4, 1, 2, 3), min_frames=min_frames, multiple=multiple, name=name).contiguous()
+    shape = tuple(frames.shape) if isinstance(frames, Tensor) else None
+    if shape is None or len(shape) not in (4, 5) or shape[-1] != 3:
+        if shape is None:
+            problem = f"must be a torch.Tensor, got {type(frames).__name__}"
+        elif len(shape) not in (4, 5):
+            problem = f"has shape {shape}; expected (F, H, W, 3) for one video or (B, F, H, W, 3) for a batch"
+        else:
+            hint = " It looks channels-first: pass it as it is to the library." if 3 in shape[:2] else ""
+            problem = f"has {shape[-1]} channels in its last dimension (shape {shape}); expected 3 (RGB).{hint}"
+        raise VideoInputError(f"{name} {problem}")
+    video = (frames if frames.dim() == 5 else frames.unsqueeze(0)).permute(0, 4, 1, 2, 3)
+    return check_video(video, min_frames=min_frames, multiple=multiple, name=name).contiguous()
 
 
 def to_frames(video: Tensor) -> Tensor:
