@@ -128,3 +128,23 @@ def test_latent_flow_builds_backward_flow_and_masks_on_request():
     assert torch.allclose(lf.forward, torch.full_like(lf.forward, 1 / 8))
     plain = latent_flow(shift, video, (4, 4))
     assert plain.backward is None and plain.forward_mask is None
+
+
+def test_resize_flow_scales_each_axis_by_its_own_factor():
+    """(64, 48) -> (8, 12): rows shrink 8x, columns 4x, so a flow of (dx, dy) = (8, 8) pixels becomes (2, 1) on the new
+    grid (issue 15, item 1: equal factors, as in the test above, cannot tell the axes apart)."""
+    flow = torch.full((1, 2, 2, 64, 48), 8.0)
+    out = resize_flow(flow, (8, 12))
+    assert out.shape == (1, 2, 2, 8, 12)
+    assert torch.equal(out[:, :, 0], torch.full((1, 2, 8, 12), 2.0))  # dx * 12 / 48
+    assert torch.equal(out[:, :, 1], torch.full((1, 2, 8, 12), 1.0))  # dy * 8 / 64
+    # a flow that varies along one axis: bilinear resizing (align_corners False) keeps a linear ramp linear, so
+    # sampling a ramp dx = x (in input pixels) at output column j (centre at input x = (j + 0.5) * 4 - 0.5) and
+    # scaling by 1/4 gives ((j + 0.5) * 4 - 0.5) / 4 away from the borders (which clamp)
+    ramp = torch.zeros(1, 1, 2, 64, 48)
+    ramp[:, :, 0] = torch.arange(48.0)
+    ramp[:, :, 1] = torch.arange(64.0).view(64, 1)
+    out = resize_flow(ramp, (8, 12))
+    j, i = torch.arange(1, 11.0), torch.arange(1, 7.0)
+    assert torch.allclose(out[0, 0, 0, 3, 1:11], ((j + 0.5) * 4 - 0.5) / 4, atol=1e-5)
+    assert torch.allclose(out[0, 0, 1, 1:7, 5], ((i + 0.5) * 8 - 0.5) / 8, atol=1e-5)
