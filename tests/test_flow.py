@@ -96,7 +96,12 @@ def test_raft_adapter_upsamples_small_frames_and_rescales_flow():
     assert raft.seen[-1][1] >= 0.0
 
 
-def test_real_raft_small_runs_on_a_small_real_clip():
+def test_real_raft_small_on_a_small_real_clip_is_torchvisions_raft_resized():
+    """The latent flow of a real clip through a real torchvision RAFT equals the raw calls: frames upsampled 2x to
+    RAFT's 128 px minimum, mapped to [-1,1], the last of RAFT's refinements, brought back (resized, /2), then
+    resized to the 8x8 latent grid with vectors /8."""
+    import torch.nn.functional as F
+
     from videopure_core import load_raft
 
     torch.manual_seed(0)
@@ -104,7 +109,15 @@ def test_real_raft_small_runs_on_a_small_real_clip():
     clip = bundled_clip("17", frames=3, size=64)
     video = clip.permute(3, 0, 1, 2).unsqueeze(0)
     lf = latent_flow(RaftFlow(raft, iters=2), video, (8, 8))
-    assert lf.forward.shape == (1, 2, 2, 8, 8) and torch.isfinite(lf.forward).all()
+    assert lf.forward.shape == (1, 2, 2, 8, 8)
+    frames = F.interpolate(video[0].transpose(0, 1), size=(128, 128), mode="bilinear", align_corners=False) * 2 - 1
+    with torch.no_grad():
+        predictions = raft(frames[:-1], frames[1:], num_flow_updates=2)
+    assert len(predictions) == 2 and not torch.allclose(predictions[0], predictions[1])  # the last one is used
+    pixels = F.interpolate(predictions[-1], size=(64, 64), mode="bilinear", align_corners=False) / 2
+    expected = F.interpolate(pixels, size=(8, 8), mode="bilinear", align_corners=False) / 8
+    assert float(expected.abs().max()) > 0.05  # a flow worth comparing (RAFT's initial weights, not trained)
+    assert torch.allclose(lf.forward[0], expected, atol=1e-5)
 
 
 def test_consistency_mask_keeps_consistent_and_drops_inconsistent_flow():
