@@ -11,7 +11,9 @@ from videopure_core import (
     check_video,
     from_frames,
     to_frames,
+    vote,
 )
+from videopure_core.pipeline import Candidates
 
 
 class MeanColourClassifier(torch.nn.Module):
@@ -191,8 +193,6 @@ def _coloured_candidates(table, frames=2, size=8):
     for i in range(k):
         for j in range(b):
             videos[i, j, table[i][j]] = 0.5 + 0.1 * (i * b + j)
-    from videopure_core.pipeline import Candidates
-
     return Candidates(videos, None, tuple(range(k - 1, -1, -1)))
 
 
@@ -201,9 +201,6 @@ def test_vote_over_a_batch_classifies_candidate_k_of_video_b_and_votes_per_video
     equals voting each video alone. K=3 candidates x B=2 videos with batch_size=4 (a classifier call spans both
     videos); every (k, b) has its own logits, and the votes are chosen so that reading the (K, B) predictions in
     the wrong order (e.g. reshaped instead of transposed) changes the counts."""
-    from videopure_core import vote
-    from videopure_core.pipeline import Candidates
-
     table = [[0, 2], [0, 2], [1, 1]]  # video 0 votes 0, 0, 1 -> 0; video 1 votes 2, 2, 1 -> 2
     candidates, classifier = _coloured_candidates(table), MeanColourClassifier()
     res = tiny_purifier().vote(candidates, classifier, batch_size=4)
@@ -232,15 +229,15 @@ def test_predict_on_a_batch_equals_predict_on_each_video_alone(tiny_purifier, vi
     other = torch.flip(video, dims=[2]).roll(5, dims=3)
     classifier = MeanColourClassifier()
     batch = torch.cat([video, other])
-    together_candidates = p.purify(batch)
-    together = p.vote(together_candidates, classifier, batch_size=3)
+    together = p.predict(batch, classifier, batch_size=3)  # 14 candidate videos, 3 per classifier call
+    together_candidates = p.purify(batch)  # the same candidates (purification is deterministic)
     assert together.logits.shape == (7, 2, 4)
     with torch.no_grad():  # logits[k, b] is the classifier on the batch's own candidate (k, b)
         direct = classifier(together_candidates.videos.flatten(0, 1)).view(7, 2, 4)
     assert torch.allclose(together.logits, direct, atol=1e-6)
     for b, single in enumerate((video, other)):
         alone_candidates = p.purify(single)
-        alone = p.predict(single, classifier)
+        alone = p.vote(alone_candidates, classifier)
         assert torch.allclose(together_candidates.videos[:, b], alone_candidates.videos[:, 0], atol=1e-4)
         assert torch.allclose(together.logits[:, b], alone.logits[:, 0], atol=1e-4)
         assert torch.equal(together.predictions[:, b], alone.predictions[:, 0])
