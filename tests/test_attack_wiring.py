@@ -55,7 +55,8 @@ def distinct(draws) -> bool:
 def test_eot_bpda_gradient_is_the_mean_over_eot_reps_fresh_draws():
     x, y = clips()
     model, defence = classifier(), CountingNoisyDefence()
-    grad_fn, info = attack_grad_fn("eot+bpda", model, defence, AttackSettings(eot_reps=3), torch.Generator().manual_seed(7))
+    generator = torch.Generator().manual_seed(7)
+    grad_fn, info = attack_grad_fn("eot+bpda", model, defence, AttackSettings(eot_reps=3), generator)
     loss, grad = grad_fn(x, y)
     assert info["eot_reps"] == 3 and info["gradient"] == "bpda"
     assert len(defence.draws) == 3 and distinct(defence.draws)  # three draws, each its own randomness

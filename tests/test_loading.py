@@ -102,7 +102,8 @@ def test_purifier_from_pretrained_purifies_like_the_saved_models(model_folder):
     video = torch.rand(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     got = p.purify(video)
     assert got.videos.shape == (3, 1, 3, 3, 32, 32)
-    expected = Purifier(DiffusionModels(unet, vae, dict(MODELSCOPE_SCHEDULER_CONFIG), embedding), None, config).purify(video)
+    saved = DiffusionModels(unet, vae, dict(MODELSCOPE_SCHEDULER_CONFIG), embedding)
+    expected = Purifier(saved, None, config).purify(video)
     assert torch.equal(got.latents, expected.latents) and torch.equal(got.videos, expected.videos)
 
 

@@ -21,9 +21,10 @@ def records(defence, attack, correct, n):
 
 @pytest.fixture
 def rows():
-    recs = (records("videopure", "clean", 1, 2) + records("videopure", "pgd", 2, 2) + records("videopure", "pgd+bpda", 1, 4)
-            + records("videopure", "pgd+full", 1, 1)  # no tt cell
-            + records("jpeg", "clean", 2, 2) + records("jpeg", "pgd", 1, 2) + records("jpeg", "tt", 1, 3)  # no bpda, full
+    recs = (records("videopure", "clean", 1, 2) + records("videopure", "pgd", 2, 2)
+            + records("videopure", "pgd+bpda", 1, 4) + records("videopure", "pgd+full", 1, 1)  # no tt cell
+            + records("jpeg", "clean", 2, 2) + records("jpeg", "pgd", 1, 2)
+            + records("jpeg", "tt", 1, 3)  # no pgd+bpda, no pgd+full
             + records("none", "clean", 2, 2))  # no attack cell at all
     return table_one(recs, ["videopure", "jpeg", "none"], ATTACKS)
 

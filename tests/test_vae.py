@@ -44,7 +44,8 @@ def raw_decode(vae, latents):
     n, _, f = latents.shape[:3]
     with torch.no_grad():
         frames = torch.stack([
-            torch.stack([vae.decode(latents[i, :, j][None] / vae.config.scaling_factor).sample[0] for j in range(f)], dim=1)
+            torch.stack([vae.decode(latents[i, :, j][None] / vae.config.scaling_factor).sample[0] for j in range(f)],
+                        dim=1)
             for i in range(n)
         ])
     return (frames * 0.5 + 0.5).clamp(0, 1)
