@@ -60,3 +60,15 @@ def video():
     """One video (1, 3, 6, 32, 32) in [0,1]."""
     g = torch.Generator().manual_seed(0)
     return torch.rand(1, 3, 6, 32, 32, generator=g)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Keep the pin above: a test that leaves torch on more threads (e.g. a CLI run with `--threads 2`) would slow
+    every later test on a shared machine, so it fails here, and the pin is restored for the tests after it."""
+    yield
+    threads = torch.get_num_threads()
+    if threads != 1:
+        torch.set_num_threads(1)
+        pytest.fail(f"this test left torch on {threads} threads (the suite pins 1: pass --threads 1 to CLI runs, or "
+                    f"restore torch.set_num_threads(1))", pytrace=False)

@@ -11,7 +11,9 @@ from videopure_core import (
     check_video,
     from_frames,
     to_frames,
+    vote,
 )
+from videopure_core.pipeline import Candidates
 
 
 class MeanColourClassifier(torch.nn.Module):
@@ -74,10 +76,17 @@ def test_unet_is_never_differentiated(tiny_purifier, video, tiny_models):
 
 
 def test_predict_votes_over_all_candidates(tiny_purifier, video):
-    res = tiny_purifier().predict(video, MeanColourClassifier())
+    p, classifier = tiny_purifier(), MeanColourClassifier()
+    res = p.predict(video, classifier)
     assert res.logits.shape == (7, 1, 4) and res.predictions.shape == (7, 1)
     assert int(res.counts.sum()) == 7 and "classify" in res.timings
-    assert res.winner.item() in range(4)
+    with torch.no_grad():  # the classifier on each of the 7 candidates (purification is deterministic)
+        expected = classifier(p.purify(video).videos[:, 0])
+    assert torch.allclose(res.logits[:, 0], expected, atol=1e-6)
+    assert torch.equal(res.predictions[:, 0], expected.argmax(-1))
+    counts = torch.bincount(expected.argmax(-1), minlength=4)
+    assert torch.equal(res.counts[0], counts)
+    assert int(res.winner) == int((counts == counts.max()).nonzero()[0])  # the majority, ties to the smallest class
 
 
 def test_table_iv_ablations_are_expressible_by_config(tiny_purifier, video):
@@ -171,3 +180,71 @@ def test_with_config_shares_models(tiny_purifier):
     q = p.with_config(t_star=3)
     assert q.models is p.models and q.schedule.timesteps == (1, 21, 41) and q.config.t_star == 3
     assert isinstance(q, Purifier)
+
+
+# --- issue 15, item 2: votes over a batch of different videos (B >= 2) and several candidates (K >= 2) ---------------
+
+
+def _coloured_candidates(table, frames=2, size=8):
+    """Candidates whose video (k, b) is one flat colour that MeanColourClassifier gives class table[k][b]; every
+    (k, b) gets its own brightness, so no two candidates have the same logits."""
+    k, b = len(table), len(table[0])
+    videos = torch.full((k, b, 3, frames, size, size), 0.05)
+    for i in range(k):
+        for j in range(b):
+            videos[i, j, table[i][j]] = 0.5 + 0.1 * (i * b + j)
+    return Candidates(videos, None, tuple(range(k - 1, -1, -1)))
+
+
+def test_vote_over_a_batch_classifies_candidate_k_of_video_b_and_votes_per_video(tiny_purifier):
+    """logits[k, b] is the classifier on candidate k of video b, and each video's vote is its own: the batch result
+    equals voting each video alone. K=3 candidates x B=2 videos with batch_size=4 (a classifier call spans both
+    videos); every (k, b) has its own logits, and the votes are chosen so that reading the (K, B) predictions in
+    the wrong order (e.g. reshaped instead of transposed) changes the counts."""
+    table = [[0, 2], [0, 2], [1, 1]]  # video 0 votes 0, 0, 1 -> 0; video 1 votes 2, 2, 1 -> 2
+    candidates, classifier = _coloured_candidates(table), MeanColourClassifier()
+    res = tiny_purifier().vote(candidates, classifier, batch_size=4)
+    assert res.logits.shape == (3, 2, 4)
+    for k in range(3):
+        for b in range(2):
+            with torch.no_grad():
+                alone = classifier(candidates.videos[k, b : b + 1])[0]
+            assert torch.allclose(res.logits[k, b], alone, atol=1e-6), (k, b)
+    assert res.predictions.tolist() == table
+    assert res.counts.tolist() == [[2, 1, 0, 0], [0, 1, 2, 0]] and res.winner.tolist() == [0, 2]
+    for b in range(2):  # one video at a time: its own candidates, its own vote
+        one = tiny_purifier().vote(Candidates(candidates.videos[:, b : b + 1], None, candidates.labels), classifier)
+        assert torch.equal(one.logits[:, 0], res.logits[:, b])
+        assert torch.equal(one.counts[0], res.counts[b]) and int(one.winner) == int(res.winner[b])
+        assert torch.equal(vote(res.logits[:, b : b + 1], candidates.labels).winner, one.winner)
+    rows = res.table(["a", "b", "c", "d"], video=1).splitlines()  # the table of video 1 is video 1's
+    assert [r.split()[1] for r in rows[1:4]] == ["c", "c", "b"] and rows[4].split()[1:] == ["b:", "1,", "c:", "2"]
+    assert rows[5].split() == ["winner", "c"]
+
+
+def test_predict_on_a_batch_equals_predict_on_each_video_alone(tiny_purifier, video):
+    """B=2 different videos through purify + vote: candidate k of video b, its logits and each video's vote are those
+    of purifying and voting video b alone (up to the UNet's batched numerics, 1e-4, as in the batch test above)."""
+    p = tiny_purifier()
+    other = torch.flip(video, dims=[2]).roll(5, dims=3)
+    classifier = MeanColourClassifier()
+    batch = torch.cat([video, other])
+    together = p.predict(batch, classifier, batch_size=3)  # 14 candidate videos, 3 per classifier call
+    together_candidates = p.purify(batch)  # the same candidates (purification is deterministic)
+    assert together.logits.shape == (7, 2, 4)
+    with torch.no_grad():  # logits[k, b] is the classifier on the batch's own candidate (k, b)
+        direct = classifier(together_candidates.videos.flatten(0, 1)).view(7, 2, 4)
+    assert torch.allclose(together.logits, direct, atol=1e-6)
+    for b, single in enumerate((video, other)):
+        alone_candidates = p.purify(single)
+        alone = p.vote(alone_candidates, classifier)
+        assert torch.allclose(together_candidates.videos[:, b], alone_candidates.videos[:, 0], atol=1e-4)
+        assert torch.allclose(together.logits[:, b], alone.logits[:, 0], atol=1e-4)
+        assert torch.equal(together.predictions[:, b], alone.predictions[:, 0])
+        assert torch.equal(together.counts[b], alone.counts[0]) and int(together.winner[b]) == int(alone.winner)
+    # the comparison can tell candidates and videos apart: any two (k, b) differ far beyond the 1e-4 tolerance
+    flat = together.logits.flatten(0, 1)
+    gaps = (flat[:, None] - flat[None]).abs().amax(-1) + torch.eye(len(flat)) * 1e9
+    assert float(gaps.min()) > 1e-3
+    pixel_gaps = (together_candidates.videos.flatten(0, 1)[:, None] - together_candidates.videos.flatten(0, 1)[None])
+    assert float((pixel_gaps.abs().flatten(2).amax(-1) + torch.eye(14) * 1e9).min()) > 1e-3
