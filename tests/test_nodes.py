@@ -12,6 +12,7 @@ import comfy_stub
 from conftest import constant_flow_fn
 from videopure_core import MODELSCOPE_SCHEDULER_CONFIG, DiffusionModels, Purifier, PurifyConfig, VideoInputError
 from videopure_core import from_frames, to_frames
+from videopure_core.attacks import classifier_grad_fn
 from videopure_core.classifiers import classify
 from videopure_core.flow import video_flow
 from videopure_core.vae import decode_latents, encode_video
@@ -41,6 +42,7 @@ FROZEN_WIDGETS = {
     "VideoPureClassify": ["top_k"],
     "VideoPureFlowImage": [],
     "VideoPurePGDAttack": ["label", "epsilon", "step_size", "steps", "norm", "random_start", "start_seed"],
+    "VideoPureSelectCandidate": ["candidate"],
 }
 
 
@@ -112,9 +114,21 @@ def test_every_node_is_registered_prefixed_categorised_and_callable(env):
         for kind in ("optional",):
             for n in spec.get(kind, {}):
                 assert params[n].default is None, f"{name}: optional input {n} needs a default"
-        custom = {s[0] for k in spec.values() for s in k.values()
-                  if isinstance(s[0], str) and s[0].startswith("VIDEOPURE")}
-        assert custom <= produced, f"{name} takes types no node makes: {custom - produced}"
+        custom = {t for k in spec.values() for s in k.values()
+                  if isinstance(s[0], str) and s[0].startswith("VIDEOPURE") for t in s[0].split(",")}
+        assert custom - {"OPTICAL_FLOW"} <= produced, f"{name} takes types no node makes: {custom - produced}"
+
+
+@pytest.mark.parametrize("name", sorted(FROZEN_WIDGETS))
+def test_every_input_and_output_has_a_tooltip_and_the_node_has_search_aliases(env, name):
+    cls = env[0][name]
+    spec = cls.INPUT_TYPES()
+    for kind in ("required", "optional"):
+        for input_name, s in spec.get(kind, {}).items():
+            tooltip = (s[1] if len(s) > 1 else {}).get("tooltip", "")
+            assert len(tooltip) > 10, f"{name}.{input_name} has no tooltip"
+    assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) and all(len(t) > 10 for t in cls.OUTPUT_TOOLTIPS)
+    assert cls.SEARCH_ALIASES and all(isinstance(a, str) and a for a in cls.SEARCH_ALIASES)
 
 
 @pytest.mark.parametrize("name", sorted(FROZEN_WIDGETS))
@@ -327,18 +341,30 @@ def test_half_precision_only_on_a_gpu(env, monkeypatch):
     assert bridge.network_dtype("auto", gpu) == torch.float16
 
 
-@pytest.mark.parametrize("keep_loaded", [False, True])
-def test_models_go_back_to_the_offload_device_unless_keep_loaded(env, monkeypatch, keep_loaded):
-    bridge = sys.modules[comfy_stub.PACK_MODULE + ".nodes.bridge"]
-    _, types, _ = env
-    moves = []
-    monkeypatch.setattr(bridge, "compute_device", lambda: torch.device("cpu"))
-    monkeypatch.setattr(bridge, "offload_device", lambda: torch.device("meta"))
-    monkeypatch.setattr(bridge, "move", lambda modules, device, make_room=False: moves.append(str(device)))
-    handle = types.VideoClassifier(torch.nn.Linear(2, 2), keep_loaded=keep_loaded)
-    with handle.on_device() as device:
-        assert device == torch.device("cpu")
-    assert moves == (["cpu"] if keep_loaded else ["cpu", "meta"])
+def test_networks_load_through_comfyuis_model_management_outside_inference_mode(env, handles):
+    _, types, state = env
+    model, _, classifier = handles
+    state.loads.clear(), state.load_modes.clear()
+    with torch.inference_mode():
+        with model.on_device() as device, classifier.on_device():
+            assert device == torch.device("cpu")
+    assert [tuple(type(m).__name__ for m in load) for load in state.loads] == [("ModelPatcher",)] * 2
+    assert state.loads[0][0] is model.patcher and state.load_modes == [False, False]
+    assert model.patcher.model.unet is model.models.unet and model.patcher.model.vae is model.models.vae
+    assert classifier.patcher.model.classifier is classifier.model
+
+
+def test_a_model_comfyui_moved_in_inference_mode_comes_back_usable_by_autograd(env):
+    _, types, state = env
+    torch.manual_seed(0)
+    handle = types.VideoClassifier(WorldClassifier(12, 4).eval())
+    with torch.inference_mode():  # ComfyUI evicting it while another node runs: new tensors are inference tensors
+        handle.patcher.model.to(torch.float64).to(torch.float32)
+    assert all(p.is_inference() for p in handle.model.parameters())
+    with torch.inference_mode(), handle.on_device():
+        assert not any(t.is_inference() for t in list(handle.model.parameters()) + list(handle.model.buffers()))
+        _, grad = classifier_grad_fn(handle.model)(torch.rand(1, 3, 4, 32, 32), torch.tensor([1]))
+    assert float(grad.abs().sum()) > 0
 
 
 def test_progress_reaches_the_bar_and_cancel_interrupts_every_loop(nodes, env, handles, images):
