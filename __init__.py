@@ -54,8 +54,9 @@ else:
     _import_library()
 
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-    from .nodes.bridge import register_model_folders
+    from .nodes.bridge import install_sample_video, register_model_folders
 
     register_model_folders()
+    install_sample_video()  # the input of the video template (example_workflows/), if ComfyUI's input lacks it
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -45,6 +46,8 @@ CORE_FLOW_FOLDER = "optical_flow"  # ComfyUI 0.33's (OpticalFlowLoader); registe
 WEIGHT_EXTENSIONS = {".safetensors", ".pth", ".pt", ".bin", ".sft", ".ckpt"}
 
 BUNDLED = "bundled: small world"  # the combo entry that picks videopure_core/world/weights
+PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_VIDEO = "videopure_world_clip.mp4"  # the video template's input, in example_workflows/
 
 
 # --- ComfyUI modules, imported when needed ---------------------------------------------------------------------
@@ -79,6 +82,22 @@ def register_model_folders() -> None:
         paths, extensions = fp.folder_names_and_paths[name]
         if name != DIFFUSION_FOLDER and not extensions:  # add_model_folder_path and the yaml give "any extension"
             fp.folder_names_and_paths[name] = (paths, set(WEIGHT_EXTENSIONS))
+
+
+def install_sample_video() -> Optional[str]:
+    """Copy the video template's sample clip into ComfyUI's input folder (where Load Video lists files), unless a
+    file of that name is already there; returns its path there, or None when it could not be copied."""
+    source = os.path.join(PACK_DIR, "example_workflows", SAMPLE_VIDEO)
+    try:
+        folder = _folder_paths().get_input_directory()
+        target = os.path.join(folder, SAMPLE_VIDEO)
+        if os.path.isfile(source) and not os.path.exists(target):
+            os.makedirs(folder, exist_ok=True)
+            shutil.copyfile(source, target)
+        return target if os.path.exists(target) else None
+    except OSError as err:
+        log.warning("VideoPure: could not copy the sample clip %s into ComfyUI's input folder: %s", source, err)
+        return None
 
 
 def folder_paths_of(name: str) -> list[str]:

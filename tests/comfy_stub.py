@@ -120,6 +120,7 @@ def _modules(state: StubState) -> dict[str, types.ModuleType]:
     cli.LatentPreviewMethod, cli.args = LatentPreviewMethod, Args()
 
     fp.models_dir = state.models_dir
+    fp.get_input_directory = lambda: os.path.join(os.path.dirname(state.models_dir), "input")
     fp.supported_pt_extensions = {".ckpt", ".pt", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
     fp.folder_names_and_paths = {}
 

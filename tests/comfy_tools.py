@@ -30,7 +30,8 @@ if str(REPO) not in sys.path:
 
 from videopure_core.comfy_client import ComfyClient  # noqa: E402
 from workflows.graph import (  # noqa: E402
-    VIRTUAL_NODES, combo_options, has_control_value, input_options, input_type, is_widget, ordered_inputs,
+    VIRTUAL_NODES, combo_options, input_options, input_type, is_dynamic_combo, is_widget, ordered_inputs,
+    stored_widgets,
 )
 
 
@@ -180,6 +181,9 @@ def value_problem(name: str, spec, value) -> str | None:
     """Why `value` does not fit the widget spec, or None."""
     t = input_type(spec)
     opts = input_options(spec)
+    if is_dynamic_combo(spec):
+        keys = [o.get("key") for o in opts.get("options", [])]
+        return None if value in keys else f"{name}={value!r} is not one of {keys}"
     if t == "COMBO":
         choices = combo_options(spec) or []
         return None if value in choices else f"{name}={value!r} is not one of {choices}"
@@ -264,19 +268,20 @@ def check_ui(ui: dict, object_info: dict) -> list[str]:
             continue
         info = object_info[kind]
         specs = ordered_inputs(info)
-        widgets = [(n, s) for n, _, s in specs if is_widget(s)]
-        expected = sum(2 if has_control_value(n, s) else 1 for n, s in widgets)
         values = node.get("widgets_values") or []
-        if len(values) != expected:
+        widgets = stored_widgets(info, values)
+        expected = _stored_count(widgets)
+        # a saved workflow may lack trailing optional widgets added later: the frontend gives them their defaults
+        missing_optional = len(values) < expected and all(optional for *_, position, optional in widgets
+                                                          if position >= len(values))
+        if len(values) != expected and not missing_optional:
             problems.append(f"node {node['id']} ({kind}): {len(values)} widget values, expected {expected} "
-                            f"({', '.join(n for n, _ in widgets)})")
-        position = 0
-        for name, spec in widgets:
+                            f"({', '.join(n for n, *_ in widgets)})")
+        for name, spec, position, _ in widgets:
             if position < len(values):
                 problem = value_problem(name, spec, values[position])
                 if problem:
                     problems.append(f"node {node['id']} ({kind}): widget {position}: {problem}")
-            position += 2 if has_control_value(name, spec) else 1
         by_name = {n: s for n, _, s in specs}
         for slot in node.get("inputs", []):
             if slot["name"] not in by_name:
@@ -312,6 +317,13 @@ def check_ui(ui: dict, object_info: dict) -> list[str]:
             problems.append(f"link {link_id}: type {kind} into input {inputs[dst_slot]['name']!r} of node {dst} "
                             f"({inputs[dst_slot]['type']})")
     return problems
+
+
+def _stored_count(widgets) -> int:
+    """How many values `widgets` (from stored_widgets) take: each one's value and what the frontend stores after it."""
+    from workflows.graph import extra_values
+
+    return sum(1 + len(extra_values(name, spec)) for name, spec, _, _ in widgets)
 
 
 def _has_cycle(edges: dict[str, list[str]]) -> bool:
