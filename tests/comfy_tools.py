@@ -11,6 +11,7 @@ tests/comfyui (a real ComfyUI 0.3.75) and tests/test_nodes_workflows.py.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.parse
+import uuid
 from collections import deque
 from pathlib import Path
 
@@ -349,3 +351,64 @@ def _has_cycle(edges: dict[str, list[str]]) -> bool:
     return seen != len(edges)
 
 
+
+
+# --- measuring a running server -----------------------------------------------------------------------------------
+
+
+def interrupt_latency(client: ComfyClient, workflow: dict, node_id: str, wait: float = 1.0,
+                      timeout: float = 900.0) -> tuple[float, str | None, float]:
+    """Queue `workflow`, let node `node_id` run for `wait` seconds, POST /interrupt for the prompt, and return
+    (seconds from the interrupt to ComfyUI's "execution_interrupted" message, the node it names, seconds the node ran).
+    The node named is None when the prompt ended some other way."""
+    from videopure_core.comfy_client import prompt_messages
+
+    client_id = uuid.uuid4().hex
+    ws = client.websocket(client_id)
+    try:
+        prompt_id = client.queue_prompt(workflow, client_id)
+        started = sent = None
+        for msg in prompt_messages(ws, prompt_id, time.monotonic() + timeout):
+            data = msg.get("data") or {}
+            if msg["type"] == "executing" and data.get("node") == node_id and sent is None:
+                started = time.monotonic()
+                time.sleep(wait)
+                sent = time.monotonic()
+                client.interrupt(prompt_id)
+            elif msg["type"] == "execution_interrupted" and sent is not None:
+                now = time.monotonic()
+                return now - sent, data.get("node_id"), now - started
+        return float("inf"), None, 0.0
+    finally:
+        ws.close()
+
+
+PREVIEW_EVENTS = (1, 2, 4)  # ComfyUI's binary websocket events: PREVIEW_IMAGE, UNENCODED_PREVIEW_IMAGE, ..._WITH_METADATA
+
+
+def run_with_previews(client: ComfyClient, workflow: dict, timeout: float = 900.0) -> tuple[list[dict], list[bytes]]:
+    """Run `workflow` and return (its JSON websocket messages, the JPEG/PNG bytes of every preview image it sent)."""
+    client_id = uuid.uuid4().hex
+    ws = client.websocket(client_id)
+    messages, images = [], []
+    try:
+        prompt_id = client.queue_prompt(workflow, client_id)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            raw = ws.recv()
+            if isinstance(raw, bytes):
+                if int.from_bytes(raw[:4], "big") in PREVIEW_EVENTS:
+                    start = max(raw.find(b"\xff\xd8\xff"), 0) if b"\xff\xd8\xff" in raw else raw.find(b"\x89PNG")
+                    images.append(raw[start:])
+                continue
+            msg = json.loads(raw)
+            data = msg.get("data") or {}
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            messages.append(msg)
+            if data.get("prompt_id") == prompt_id and msg["type"] in ("execution_success", "execution_error",
+                                                                          "execution_interrupted"):
+                break
+    finally:
+        ws.close()
+    return messages, images

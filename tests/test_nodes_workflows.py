@@ -280,3 +280,63 @@ def test_client_reads_history_entries():
         "exception_message": "No diffusion model folder 'x'"}]]}}
     err = WorkflowError(failed)
     assert str(err) == "node 1 (VideoPureDiffusionLoader) raised ModelNotFoundError: No diffusion model folder 'x'"
+
+
+# --- the Comfy registry ----------------------------------------------------------------------------------------------
+
+
+def _pyproject():
+    return tomllib.loads((comfy_stub.REPO / "pyproject.toml").read_text())
+
+
+def test_pyproject_has_what_the_registry_needs_and_never_lists_torch():
+    data = _pyproject()
+    project, comfy = data["project"], data["tool"]["comfy"]
+    assert project["urls"]["Repository"].startswith("https://")
+    assert comfy["PublisherId"] and comfy["DisplayName"] == "VideoPure" and comfy["requires-comfyui"] == ">=0.3.75"
+    os_values = [c for c in project["classifiers"] if c.startswith("Operating System :: ")]
+    assert os_values == ["Operating System :: OS Independent"]  # comfy-cli reads these as the supported systems
+    assert "Environment :: GPU :: NVIDIA CUDA" in project["classifiers"]
+    names = [d.split(">")[0].split("=")[0].split("<")[0].strip().lower() for d in project["dependencies"]]
+    assert "torch" not in names and "torchvision" not in names  # ComfyUI's torch must never be replaced
+    assert {"torch", "torchvision"} <= {d.split(">")[0] for d in project["optional-dependencies"]["torch"]}
+    requirements = [line.split("#")[0].strip() for line in (comfy_stub.REPO / "requirements.txt").read_text()
+                    .splitlines() if line.split("#")[0].strip()]
+    assert not any(r.lower().startswith(("torch", "torchvision")) for r in requirements)
+    assert {r.split(">")[0].lower() for r in requirements} - {"pillow"} <= set(names)
+    assert "accelerate" in names  # fast, lean loading of the 1.7B weights, and no "install accelerate" warning
+
+
+def _packed_files() -> list[str]:
+    """The git-tracked files `comfy node publish` would pack: minus .comfyignore (whose patterns are plain
+    directory or file names, which is all this matcher handles exactly)."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "-C", str(comfy_stub.REPO), "ls-files"], capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    patterns = [p.strip() for p in (comfy_stub.REPO / ".comfyignore").read_text().splitlines()
+                if p.strip() and not p.startswith("#")]
+    assert all(set(p) <= set("abcdefghijklmnopqrstuvwxyz._-/") for p in patterns), patterns
+    dirs = [p.strip("/") + "/" for p in patterns if p.endswith("/")]
+    names = [p for p in patterns if not p.endswith("/")]
+    return [f for f in tracked if not any(f.startswith(d) or ("/" + d) in ("/" + f) for d in dirs)
+            and f.rsplit("/", 1)[-1] not in names]
+
+
+@pytest.mark.skipif(not __import__("shutil").which("git") or not (comfy_stub.REPO / ".git").exists(),
+                    reason="not a git checkout")
+def test_the_registry_package_has_the_node_pack_without_tests_docs_or_benchmarks():
+    packed = _packed_files()
+    assert not [f for f in packed if f.startswith(("tests/", "docs/", "benchmarks/", ".github/", ".ci/"))]
+    for needed in ("__init__.py", "requirements.txt", "pyproject.toml", "LICENSE", "nodes/bridge.py",
+                   "web/videopure.js", "workflows/api/videopure_one_node.json", "videopure_core/pipeline.py",
+                   "example_workflows/videopure_world_clip.mp4",
+                   "videopure_core/world/weights/raft_small.safetensors"):
+        assert needed in packed, needed
+    assert sum(f.startswith("example_workflows/") and f.endswith(".json") for f in packed) == len(TITLES)
+
+
+def test_the_publish_workflow_publishes_with_the_registry_action():
+    text = (comfy_stub.REPO / ".github" / "workflows" / "publish.yml").read_text()
+    assert "uses: Comfy-Org/publish-node-action@v1" in text
+    assert "personal_access_token: ${{ secrets.REGISTRY_ACCESS_TOKEN }}" in text and 'paths: ["pyproject.toml"]' in text
