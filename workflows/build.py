@@ -271,8 +271,8 @@ def video_file(info: dict) -> UIGraph:
 
 # name (API file) -> (template title: the file name the template browser shows, builder)
 WORKFLOWS = {
-    "videopure_one_node": ("VideoPure 1 Purify a clip in one node", one_node),
-    "videopure_paper_pipeline": ("VideoPure 2 The paper pipeline step by step", paper_pipeline),
+    "videopure_one_node": ("VideoPure 1 Purify in one node", one_node),
+    "videopure_paper_pipeline": ("VideoPure 2 Paper pipeline", paper_pipeline),
     "videopure_attack_compare": ("VideoPure 3 Attack then defend", attack_compare),
     "videopure_video_file": ("VideoPure 4 Purify a video file", video_file),
 }
