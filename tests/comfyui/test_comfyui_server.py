@@ -204,7 +204,7 @@ def test_bad_inputs_give_execution_errors_that_name_the_fix_and_the_server_keeps
     incomplete[_node(incomplete, "VideoPureDiffusionLoader")]["inputs"]["model"] = "incomplete-model"
     with pytest.raises(WorkflowError) as err:
         run_workflow(server, incomplete, timeout=300)
-    assert f"Missing unet/config.json in the diffusion model folder: looked at " \
+    assert f"Missing the unet/ folder of the diffusion model: looked at " \
            f"{server.models_dir / 'videopure' / 'incomplete-model' / 'unet'}" in err.value.exception_message
 
     small = {"1": {"class_type": "VideoPureWorldClip", "inputs": {"split": "test", "index": 3, "frames": 4}},
@@ -288,7 +288,8 @@ def test_candidates_are_previewed_while_purify_runs(server):
 
     import io
 
-    assert all(Image.open(io.BytesIO(p)).size == (64, 64) for p in previews)
+    # the middle frame of each candidate (64x64), which ComfyUI scales to its preview size (--preview-size 512)
+    assert [Image.open(io.BytesIO(p)).size for p in previews] == [(512, 512)] * 7
 
 
 def test_no_install_accelerate_warning_when_loading_models(server):
