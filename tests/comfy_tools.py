@@ -240,7 +240,7 @@ def check_api(api: dict, object_info: dict) -> list[str]:
                 elif not types_match(outputs[value[1]], input_type(spec)):
                     problems.append(f"node {node_id} ({kind}): input {name!r} ({input_type(spec)}) gets "
                                     f"{outputs[value[1]]} from node {value[0]} ({source})")
-            elif not is_widget(spec):
+            elif not is_widget(spec) and not input_options(spec).get("hidden"):  # hidden: a value the UI hides
                 problems.append(f"node {node_id} ({kind}): input {name!r} ({input_type(spec)}) needs a link")
             else:
                 problem = value_problem(name, spec, value)

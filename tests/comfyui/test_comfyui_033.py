@@ -111,3 +111,8 @@ def test_cancel_stops_a_long_network_call_within_a_second(server):
         latency, interrupted, ran = interrupt_latency(server, workflow, node, wait=1.0)
         print(f"0.33 Cancel in {name}: {latency * 1000:.0f} ms after {ran:.1f} s", file=sys.stderr)
         assert interrupted == node and latency < 1.0
+
+
+def test_no_install_accelerate_warning_when_loading_models(server):
+    log = server.log_text().lower().replace("opengl_accelerate", "")  # PyOpenGL's own optional module
+    assert "accelerate" not in log
