@@ -19,6 +19,7 @@ from videopure_core.denoise import denoise_steps
 from videopure_core.flow import LatentFlow
 from videopure_core.pipeline import Candidates
 from videopure_core.schedule import make_schedule
+from videopure_core.vae import decode_latents
 
 from . import bridge
 from .types import (
@@ -28,13 +29,24 @@ from .types import (
     FLOW,
     LATENT,
     MODEL,
-    RAFT,
+    RAFT_INPUT,
     FlowState,
     LatentState,
+    as_flow_model,
 )
 
 CHUNK = ("INT", {"default": 16, "min": 1, "max": 4096,
                  "tooltip": "Frames per network call: lower it if a long video runs out of memory."})
+
+# Sockets, with the tooltips the frontend shows on them.
+MODEL_IN = (MODEL, {"tooltip": "The diffusion model from VideoPure Diffusion Model Loader."})
+IMAGES_IN = ("IMAGE", {"tooltip": "The video's frames, one image per frame: at least 2, height and width multiples "
+                                  "of 8 (VideoPure Fit Video makes them so)."})
+LATENT_IN = (LATENT, {"tooltip": "A VideoPure latent: from VAE Encode, Temporal DDIM Inversion or the previous "
+                                 "Guided Denoise Step."})
+RAFT_IN = (RAFT_INPUT, {"tooltip": "RAFT from VideoPure RAFT Loader, or ComfyUI's Load Optical Flow Model "
+                                   "(OPTICAL_FLOW, raft_large)."})
+FLOW_IN = (FLOW, {"tooltip": "From RAFT Flow; needed unless lambda_temp is 0 or guidance is off."})
 
 # Guidance widgets shared by Guided Denoise Step, Guided Denoise and the one-node Purify (same names, same order).
 GUIDANCE_INPUTS = {
@@ -112,6 +124,13 @@ def check_same_video(flow: FlowState, state: LatentState) -> None:
         )
 
 
+def check_candidate(candidate: int, labels) -> None:
+    """Raise the error Candidates.pick would, before any work is done."""
+    if candidate != -1 and candidate not in labels:
+        raise ValueError(f"candidate={candidate} is not among the candidates z_0^t with t in {list(labels)}: pick "
+                         f"one of those, or -1 for the last one made.")
+
+
 def _cpu(t):
     return t.detach().to(bridge.output_device())
 
@@ -122,10 +141,13 @@ class VideoPureVAEEncode:
     FUNCTION = "encode"
     RETURN_TYPES = (LATENT,)
     RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The clean latent z0 (4 channels, frames, height/8, width/8) for Temporal DDIM Inversion "
+                       "and RAFT Flow.",)
+    SEARCH_ALIASES = ["encode video", "videopure encode", "vae encode video"]
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": (MODEL,), "images": ("IMAGE",), "chunk": CHUNK}}
+        return {"required": {"model": MODEL_IN, "images": IMAGES_IN, "chunk": CHUNK}}
 
     def encode(self, model, images, chunk):
         video = bridge.image_to_video(images)
@@ -142,13 +164,16 @@ class VideoPureTemporalInversion:
     FUNCTION = "invert"
     RETURN_TYPES = (LATENT,)
     RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The noised latent z_t* at the top of the trajectory: chain t_star Guided Denoise Steps (or "
+                       "one Guided Denoise) after it.",)
+    SEARCH_ALIASES = ["ddim inversion", "invert", "add noise", "videopure inversion"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
-                "latent": (LATENT,),
+                "model": MODEL_IN,
+                "latent": (LATENT, {"tooltip": "The clean latent from VideoPure VAE Encode."}),
                 "t_star": ("INT", {"default": 6, "min": 1, "max": 1000, "tooltip": "Inversion steps (paper t*=6); "
                                    "chain this many Guided Denoise Steps after it."}),
                 "ddim_steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM grid over the "
@@ -179,14 +204,17 @@ class VideoPureRAFTFlow:
     FUNCTION = "flow"
     RETURN_TYPES = (FLOW,)
     RETURN_NAMES = ("flow",)
+    OUTPUT_TOOLTIPS = ("Optical flow of the input on the latent grid, for every Guided Denoise Step (and Flow to "
+                       "Image).",)
+    SEARCH_ALIASES = ["optical flow", "raft", "motion", "videopure flow"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "raft": (RAFT,),
-                "images": ("IMAGE",),
-                "latent": (LATENT,),
+                "raft": RAFT_IN,
+                "images": (IMAGES_IN[0], {"tooltip": "The same frames as VAE Encode got."}),
+                "latent": (LATENT, {"tooltip": "The latent VAE Encode made from these frames (for the grid size)."}),
                 "iters": ("INT", {"default": 10, "min": 1, "max": 100, "tooltip": "RAFT refinement iterations."}),
                 "input_range": (["-1,1", "0,1"], {"default": "-1,1", "tooltip": "What RAFT is fed: -1,1 is "
                                 "correct; 0,1 reproduces the authors' release."}),
@@ -208,17 +236,23 @@ class VideoPureRAFTFlow:
                 f"IMAGE batch to VAE Encode and RAFT Flow."
             )
         guidance = Guidance(bidirectional=bidirectional, occlusion_mask=occlusion_mask)
+        raft = as_flow_model(raft)
         with raft.on_device() as device:
             nets = pipeline.Networks(flow=raft.flow_fn(iters, input_range), chunk=chunk)
             lf = pipeline.flow(nets, video.to(device), tuple(latent.z.shape[-2:]), guidance, bridge.hooks())
         return (FlowState(LatentFlow(*(None if t is None else _cpu(t) for t in lf)), size),)
 
 
-def _step_inputs(with_flow=True):
-    inputs = {"required": {"model": (MODEL,), "latent": (LATENT,), **GUIDANCE_INPUTS, **GUIDANCE_OPTIONS}}
-    if with_flow:
-        inputs["optional"] = {"flow": (FLOW, {"tooltip": "From RAFT Flow; needed unless lambda_temp is 0."})}
-    return inputs
+def _step_inputs():
+    latent = (LATENT, {"tooltip": "The inverted latent (from Temporal DDIM Inversion, or the previous Guided "
+                                  "Denoise Step)."})
+    return {"required": {"model": MODEL_IN, "latent": latent, **GUIDANCE_INPUTS, **GUIDANCE_OPTIONS},
+            "optional": {"flow": FLOW_IN}}
+
+
+def _preview(nets):
+    """A preview maker for the node's progress bar: the middle frame of a candidate, decoded with the VAE."""
+    return bridge.candidate_preview(lambda z: decode_latents(nets.vae, z, 1))
 
 
 def _check_trajectory(state: LatentState, node: str) -> None:
@@ -247,6 +281,9 @@ class VideoPureGuidedDenoiseStep:
     FUNCTION = "step"
     RETURN_TYPES = (LATENT, CANDIDATE_LATENTS)
     RETURN_NAMES = ("latent", "candidates")
+    OUTPUT_TOOLTIPS = ("The latent one DDIM step further down, for the next Guided Denoise Step.",
+                       "Every candidate made so far (latents), for Candidate Decode.")
+    SEARCH_ALIASES = ["denoise step", "guided step", "spatial temporal optimisation", "videopure step"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -265,11 +302,15 @@ class VideoPureGuidedDenoiseStep:
         progress = bridge.Progress({"denoise": count})
         with model.on_device() as device:
             lf = flow_for(flow, latent, config, device)
-            steps = denoise_steps(model.pipeline_networks().eps, latent.z.to(device), latent.z0.to(device), lf,
-                                  schedule, config, start=t)
+            nets = model.pipeline_networks()
+            preview = _preview(nets) if bridge.previews_enabled() else None
+            steps = denoise_steps(nets.eps, latent.z.to(device), latent.z0.to(device), lf, schedule, config,
+                                  start=t)
             made = []
             for i in range(count):
                 made.append(next(steps))
+                if preview is not None:
+                    progress.preview(preview(made[-1].candidate))
                 progress("denoise", i + 1, count)
         candidates = _append(latent.candidates, torch.stack([s.candidate for s in made]), tuple(s.label for s in made))
         next_t = FINISHED if last else schedule.timesteps[index - 1]
@@ -284,6 +325,8 @@ class VideoPureGuidedDenoise:
     FUNCTION = "denoise"
     RETURN_TYPES = (CANDIDATE_LATENTS,)
     RETURN_NAMES = ("candidates",)
+    OUTPUT_TOOLTIPS = ("The t_star + 1 candidates z_0^t* ... z_0^0 (latents), for Candidate Decode.",)
+    SEARCH_ALIASES = ["guided denoising", "denoise all", "videopure denoise"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -302,8 +345,9 @@ class VideoPureGuidedDenoise:
                                  t_star=t_star, ddim_steps=latent.ddim_steps)
         with model.on_device() as device:
             lf = flow_for(flow, latent, config, device)
-            latents = pipeline.denoise(model.pipeline_networks(), latent.z.to(device), latent.z0.to(device), lf,
-                                       schedule, config, bridge.hooks())
+            nets = model.pipeline_networks()
+            latents = pipeline.denoise(nets, latent.z.to(device), latent.z0.to(device), lf, schedule, config,
+                                       bridge.hooks(preview=_preview(nets)))
         return (Candidates(None, _cpu(latents), config.candidate_labels),)
 
 
@@ -314,13 +358,18 @@ class VideoPureCandidateDecode:
     FUNCTION = "decode"
     RETURN_TYPES = (CANDIDATES, "IMAGE", "IMAGE")
     RETURN_NAMES = ("candidates", "frames", "all_frames")
+    OUTPUT_TOOLTIPS = ("The decoded candidates, for Classifier Vote and Select Candidate.",
+                       "The frames of one candidate (the 'candidate' widget).",
+                       "The frames of every candidate, one candidate after the other.")
+    SEARCH_ALIASES = ["decode candidates", "vae decode video", "videopure decode"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
-                "candidates": (CANDIDATE_LATENTS,),
+                "model": MODEL_IN,
+                "candidates": (CANDIDATE_LATENTS, {"tooltip": "The candidates of the last Guided Denoise Step, or "
+                                                              "of Guided Denoise."}),
                 "candidate": ("INT", {"default": -1, "min": -1, "max": 1000, "tooltip": "Which candidate z_0^t "
                                       "'frames' shows: its t, or -1 for the last one made."}),
                 "chunk": CHUNK,
@@ -328,6 +377,7 @@ class VideoPureCandidateDecode:
         }
 
     def decode(self, model, candidates, candidate, chunk):
+        check_candidate(candidate, candidates.labels)  # before the decoding, not after it
         with model.on_device() as device:
             pixels = pipeline.decode(model.pipeline_networks(chunk), candidates.latents.to(device), bridge.hooks())
         decoded = Candidates(_cpu(pixels), candidates.latents, tuple(candidates.labels))

@@ -11,6 +11,7 @@ tests/comfyui (a real ComfyUI 0.3.75) and tests/test_nodes_workflows.py.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.parse
+import uuid
 from collections import deque
 from pathlib import Path
 
@@ -30,7 +32,8 @@ if str(REPO) not in sys.path:
 
 from videopure_core.comfy_client import ComfyClient  # noqa: E402
 from workflows.graph import (  # noqa: E402
-    VIRTUAL_NODES, combo_options, has_control_value, input_options, input_type, is_widget, ordered_inputs,
+    VIRTUAL_NODES, combo_options, input_options, input_type, is_dynamic_combo, is_widget, ordered_inputs,
+    stored_widgets,
 )
 
 
@@ -180,6 +183,9 @@ def value_problem(name: str, spec, value) -> str | None:
     """Why `value` does not fit the widget spec, or None."""
     t = input_type(spec)
     opts = input_options(spec)
+    if is_dynamic_combo(spec):
+        keys = [o.get("key") for o in opts.get("options", [])]
+        return None if value in keys else f"{name}={value!r} is not one of {keys}"
     if t == "COMBO":
         choices = combo_options(spec) or []
         return None if value in choices else f"{name}={value!r} is not one of {choices}"
@@ -234,7 +240,7 @@ def check_api(api: dict, object_info: dict) -> list[str]:
                 elif not types_match(outputs[value[1]], input_type(spec)):
                     problems.append(f"node {node_id} ({kind}): input {name!r} ({input_type(spec)}) gets "
                                     f"{outputs[value[1]]} from node {value[0]} ({source})")
-            elif not is_widget(spec):
+            elif not is_widget(spec) and not input_options(spec).get("hidden"):  # hidden: a value the UI hides
                 problems.append(f"node {node_id} ({kind}): input {name!r} ({input_type(spec)}) needs a link")
             else:
                 problem = value_problem(name, spec, value)
@@ -264,19 +270,20 @@ def check_ui(ui: dict, object_info: dict) -> list[str]:
             continue
         info = object_info[kind]
         specs = ordered_inputs(info)
-        widgets = [(n, s) for n, _, s in specs if is_widget(s)]
-        expected = sum(2 if has_control_value(n, s) else 1 for n, s in widgets)
         values = node.get("widgets_values") or []
-        if len(values) != expected:
+        widgets = stored_widgets(info, values)
+        expected = _stored_count(widgets)
+        # a saved workflow may lack trailing optional widgets added later: the frontend gives them their defaults
+        missing_optional = len(values) < expected and all(optional for *_, position, optional in widgets
+                                                          if position >= len(values))
+        if len(values) != expected and not missing_optional:
             problems.append(f"node {node['id']} ({kind}): {len(values)} widget values, expected {expected} "
-                            f"({', '.join(n for n, _ in widgets)})")
-        position = 0
-        for name, spec in widgets:
+                            f"({', '.join(n for n, *_ in widgets)})")
+        for name, spec, position, _ in widgets:
             if position < len(values):
                 problem = value_problem(name, spec, values[position])
                 if problem:
                     problems.append(f"node {node['id']} ({kind}): widget {position}: {problem}")
-            position += 2 if has_control_value(name, spec) else 1
         by_name = {n: s for n, _, s in specs}
         for slot in node.get("inputs", []):
             if slot["name"] not in by_name:
@@ -314,6 +321,13 @@ def check_ui(ui: dict, object_info: dict) -> list[str]:
     return problems
 
 
+def _stored_count(widgets) -> int:
+    """How many values `widgets` (from stored_widgets) take: each one's value and what the frontend stores after it."""
+    from workflows.graph import extra_values
+
+    return sum(1 + len(extra_values(name, spec)) for name, spec, _, _ in widgets)
+
+
 def _has_cycle(edges: dict[str, list[str]]) -> bool:
     indegree = {k: 0 for k in edges}
     for k, sources in edges.items():
@@ -337,3 +351,64 @@ def _has_cycle(edges: dict[str, list[str]]) -> bool:
     return seen != len(edges)
 
 
+
+
+# --- measuring a running server -----------------------------------------------------------------------------------
+
+
+def interrupt_latency(client: ComfyClient, workflow: dict, node_id: str, wait: float = 1.0,
+                      timeout: float = 900.0) -> tuple[float, str | None, float]:
+    """Queue `workflow`, let node `node_id` run for `wait` seconds, POST /interrupt for the prompt, and return
+    (seconds from the interrupt to ComfyUI's "execution_interrupted" message, the node it names, seconds the node ran).
+    The node named is None when the prompt ended some other way."""
+    from videopure_core.comfy_client import prompt_messages
+
+    client_id = uuid.uuid4().hex
+    ws = client.websocket(client_id)
+    try:
+        prompt_id = client.queue_prompt(workflow, client_id)
+        started = sent = None
+        for msg in prompt_messages(ws, prompt_id, time.monotonic() + timeout):
+            data = msg.get("data") or {}
+            if msg["type"] == "executing" and data.get("node") == node_id and sent is None:
+                started = time.monotonic()
+                time.sleep(wait)
+                sent = time.monotonic()
+                client.interrupt(prompt_id)
+            elif msg["type"] == "execution_interrupted" and sent is not None:
+                now = time.monotonic()
+                return now - sent, data.get("node_id"), now - started
+        return float("inf"), None, 0.0
+    finally:
+        ws.close()
+
+
+PREVIEW_EVENTS = (1, 2, 4)  # ComfyUI's binary websocket events: PREVIEW_IMAGE, UNENCODED_PREVIEW_IMAGE, ..._WITH_METADATA
+
+
+def run_with_previews(client: ComfyClient, workflow: dict, timeout: float = 900.0) -> tuple[list[dict], list[bytes]]:
+    """Run `workflow` and return (its JSON websocket messages, the JPEG/PNG bytes of every preview image it sent)."""
+    client_id = uuid.uuid4().hex
+    ws = client.websocket(client_id)
+    messages, images = [], []
+    try:
+        prompt_id = client.queue_prompt(workflow, client_id)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            raw = ws.recv()
+            if isinstance(raw, bytes):
+                if int.from_bytes(raw[:4], "big") in PREVIEW_EVENTS:
+                    start = max(raw.find(b"\xff\xd8\xff"), 0) if b"\xff\xd8\xff" in raw else raw.find(b"\x89PNG")
+                    images.append(raw[start:])
+                continue
+            msg = json.loads(raw)
+            data = msg.get("data") or {}
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            messages.append(msg)
+            if data.get("prompt_id") == prompt_id and msg["type"] in ("execution_success", "execution_error",
+                                                                          "execution_interrupted"):
+                break
+    finally:
+        ws.close()
+    return messages, images

@@ -189,6 +189,26 @@ def purify(nets: Networks, video: Tensor, schedule: Schedule, config: PurifyConf
     return Candidates(pixels, latents, config.candidate_labels, dict(hooks.seconds))
 
 
+def progress_steps(video_shape: tuple[int, ...], config: PurifyConfig, chunk: int = 16,
+                   flow_chunk: Optional[int] = None, classify_batch: Optional[int] = None) -> dict[str, int]:
+    """The `total` each stage of `purify` reports to `hooks.progress` for a video of shape (B, 3, F, H, W): one tick
+    per VAE call of `chunk` frames (encode; decode, all K candidates), per flow call of `flow_chunk` pairs (twice with
+    backward flow), per inversion step, per denoising step; with `classify_batch`, per classifier call of
+    `vote_candidates`. Stages that do not run are left out. A progress bar made from it ticks once per network call."""
+    b, f = int(video_shape[0]), int(video_shape[2])
+    k = len(config.candidate_labels)
+    steps = {"encode": -(-b * f // chunk)}
+    if config.needs_flow:
+        directions = 2 if config.guidance.needs_backward_flow else 1
+        steps["flow"] = -(-b * (f - 1) // (flow_chunk or chunk)) * directions
+    steps["invert"] = config.t_star
+    steps["denoise"] = config.t_star + 1
+    steps["decode"] = -(-k * b * f // chunk)
+    if classify_batch:
+        steps["classify"] = -(-k * b // classify_batch)
+    return steps
+
+
 def vote_candidates(classifier: nn.Module | Callable, candidates: Candidates, batch_size: int = 8,
                     hooks: Hooks | Callback = None) -> VoteResult:
     """Multi-step voting (Algorithm 1, lines 15-19): classify every candidate video (K x B, `batch_size` per call)

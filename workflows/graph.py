@@ -24,6 +24,17 @@ from typing import Any, Iterable
 VALUE_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 VIRTUAL_NODES = ("Note", "MarkdownNote")  # frontend-only nodes: no class on the server, never in the API format
 
+# How the frontend (LiteGraph, 1.32 and 1.49 alike) sizes a node: a title bar above `pos`, then one row per socket
+# (inputs and outputs side by side), then one row per widget.
+TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, NODE_PADDING = 30, 20, 24, 14
+
+# Where a saved view may put the graph, in screen pixels of a 1920x1080 window: clear of the frontend's left
+# sidebar (60 px), its top bars (up to 135 px in 1.32 with the banner and breadcrumb; 95 px in 1.49) and, for the
+# wide view, of the minimap and canvas controls in the bottom right corner (from x 1650, y 810).
+SCREEN = (1920, 1080)
+SAFE_VIEWS = ((80, 140, 1890, 800), (80, 140, 1640, 1060))  # (left, top, right, bottom): wide-short, narrow-tall
+MAX_VIEW_SCALE = 1.0
+
 # The core nodes VideoPure's bundled workflows use, as ComfyUI 0.3.75 and 0.33 define them (inputs that matter).
 CORE_NODES: dict[str, dict] = {
     "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
@@ -34,6 +45,26 @@ CORE_NODES: dict[str, dict] = {
                   "output_node": True, "display_name": "Save Image"},
     "PreviewAny": {"input": {"required": {"source": ["*", {}]}}, "input_order": {"required": ["source"]},
                    "output": [], "output_name": [], "output_node": True, "display_name": "Preview as Text"},
+    # video files (comfy_extras/nodes_video.py); LoadVideo lists ComfyUI's input folder, where the pack puts its
+    # sample clip
+    "LoadVideo": {"input": {"required": {"file": ["COMBO", {"options": ["videopure_world_clip.mp4"],
+                                                            "video_upload": True}]}},
+                  "input_order": {"required": ["file"]}, "output": ["VIDEO"], "output_name": ["VIDEO"],
+                  "output_node": False, "display_name": "Load Video"},
+    "GetVideoComponents": {"input": {"required": {"video": ["VIDEO", {}]}}, "input_order": {"required": ["video"]},
+                           "output": ["IMAGE", "AUDIO", "FLOAT"], "output_name": ["images", "audio", "fps"],
+                           "output_node": False, "display_name": "Get Video Components"},
+    "CreateVideo": {"input": {"required": {"images": ["IMAGE", {}], "fps": ["FLOAT", {"default": 30.0, "min": 1.0,
+                                                                                     "max": 120.0}]},
+                              "optional": {"audio": ["AUDIO", {}]}},
+                    "input_order": {"required": ["images", "fps"], "optional": ["audio"]}, "output": ["VIDEO"],
+                    "output_name": ["VIDEO"], "output_node": False, "display_name": "Create Video"},
+    "SaveVideo": {"input": {"required": {"video": ["VIDEO", {}], "filename_prefix": ["STRING", {"default":
+                                                                                                "video/ComfyUI"}],
+                                         "format": ["COMBO", {"options": ["auto", "mp4"], "default": "auto"}],
+                                         "codec": ["COMBO", {"options": ["auto", "h264"], "default": "auto"}]}},
+                  "input_order": {"required": ["video", "filename_prefix", "format", "codec"]}, "output": [],
+                  "output_name": [], "output_node": True, "display_name": "Save Video"},
 }
 
 
@@ -96,9 +127,16 @@ def combo_options(spec) -> list | None:
     return None
 
 
+def is_dynamic_combo(spec) -> bool:
+    """A V3 DynamicCombo (ComfyUI 0.33, e.g. Save Video's format): a combo whose chosen option brings widgets."""
+    return input_type(spec).startswith("COMFY_DYNAMICCOMBO")
+
+
 def is_widget(spec) -> bool:
     t = input_type(spec)
-    return (t in VALUE_TYPES or t == "COMBO") and not input_options(spec).get("forceInput")
+    opts = input_options(spec)
+    return (t in VALUE_TYPES or t == "COMBO" or is_dynamic_combo(spec)) and not opts.get("forceInput") \
+        and not opts.get("hidden")
 
 
 def has_control_value(name: str, spec) -> bool:
@@ -106,6 +144,39 @@ def has_control_value(name: str, spec) -> bool:
     if input_type(spec) != "INT":
         return False
     return name in ("seed", "noise_seed") or bool(input_options(spec).get("control_after_generate"))
+
+
+def extra_values(name: str, spec) -> list:
+    """What the frontend stores right after a widget's value: a seed's control ("fixed") or an upload button's
+    ("image", Load Image / Load Video)."""
+    if has_control_value(name, spec):
+        return ["fixed"]
+    opts = input_options(spec)
+    if any(opts.get(k) for k in ("image_upload", "video_upload", "animated_image_upload")):
+        return ["image"]
+    return []
+
+
+def stored_widgets(info: dict, values: list) -> list[tuple[str, list, int, bool]]:
+    """(name, spec, position in `values`, optional) of every widget a node stores, in order: its inputs' widgets,
+    and the widgets a DynamicCombo's chosen option (read from `values`) adds right after it."""
+    out, position = [], 0
+
+    def walk(items):
+        nonlocal position
+        for name, kind, spec in items:
+            if not is_widget(spec):
+                continue
+            out.append((name, spec, position, kind == "optional"))
+            chosen = values[position] if position < len(values) else None
+            position += 1 + len(extra_values(name, spec))
+            if is_dynamic_combo(spec):
+                option = next((o for o in input_options(spec).get("options", []) if o.get("key") == chosen), None)
+                if option is not None:
+                    walk(ordered_inputs({"input": option.get("inputs", {})}))
+
+    walk(ordered_inputs(info))
+    return out
 
 
 def default_value(spec) -> Any:
@@ -150,7 +221,7 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
                     raise ValueError(f"node {node['id']} ({kind}) has {len(values)} widget values; "
                                      f"{name!r} has none")
                 value = values[position]
-                position += 2 if has_control_value(name, spec) else 1
+                position += 1 + len(extra_values(name, spec))
                 if name not in linked:
                     inputs[name] = value
                     continue
@@ -182,8 +253,11 @@ class UIGraph:
         json.dump(g.ui(), open("workflow.json", "w"))
     """
 
-    def __init__(self, object_info: dict):
+    def __init__(self, object_info: dict, properties=None):
+        """`properties(kind)` gives the extra node properties of a node class, e.g. the registry's cnr_id and ver,
+        with which the frontend's Manager finds and installs a missing pack."""
         self.info = object_info
+        self.properties = properties or (lambda kind: {})
         self.nodes: list[dict] = []
         self.links: list[list] = []
         self.groups: list[dict] = []
@@ -201,16 +275,15 @@ class UIGraph:
         for name, _, spec in specs:
             if is_widget(spec):
                 values.append(widgets.get(name, default_value(spec)))
-                if has_control_value(name, spec):
-                    values.append("fixed")
+                values += extra_values(name, spec)
         node_id = len(self.nodes) + 1
         inputs = [{"name": n, "type": input_type(s), "link": None} for n, _, s in specs if not is_widget(s)]
         outputs = [{"name": name, "type": t, "links": [], "slot_index": i}
                    for i, (t, name) in enumerate(zip(info["output"], info.get("output_name") or info["output"]))]
-        size = size or self._size(kind, inputs, outputs, values)
+        size = size or self._size(kind, inputs, outputs, sum(1 for _, _, s in specs if is_widget(s)))
         node = {"id": node_id, "type": kind, "pos": [0, 0], "size": list(size),
                 "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": outputs,
-                "properties": {"Node name for S&R": kind}, "widgets_values": values}
+                "properties": {**self.properties(kind), "Node name for S&R": kind}, "widgets_values": values}
         if title:
             node["title"] = title
         self.nodes.append(node)
@@ -222,11 +295,14 @@ class UIGraph:
         """Fix a node's position (nodes never placed are laid out in columns by depth)."""
         self._placed[node_id] = pos
 
-    def note(self, text: str, pos: tuple[float, float], size: tuple[float, float] = (420, 220)) -> int:
+    def note(self, text: str, pos: tuple[float, float], size: tuple[float, float] = (420, 220),
+             kind: str = "Note") -> int:
+        """A Note (plain text) or MarkdownNote (rendered markdown) node: frontend-only, never in the API format."""
         node_id = len(self.nodes) + 1
-        self.nodes.append({"id": node_id, "type": "Note", "pos": list(pos), "size": list(size), "flags": {},
+        colours = {"color": "#432", "bgcolor": "#653"} if kind == "Note" else {}
+        self.nodes.append({"id": node_id, "type": kind, "pos": list(pos), "size": list(size), "flags": {},
                            "order": 0, "mode": 0, "inputs": [], "outputs": [], "properties": {},
-                           "widgets_values": [text], "color": "#432", "bgcolor": "#653"})
+                           "widgets_values": [text], **colours})
         self._placed[node_id] = pos
         return node_id
 
@@ -251,13 +327,14 @@ class UIGraph:
         self.groups.append({"title": title, "nodes": list(node_ids), "color": color})
 
     @staticmethod
-    def _size(kind, inputs, outputs, values) -> tuple[int, int]:
+    def _size(kind, inputs, outputs, values: int) -> tuple[int, int]:
+        """Room for the node's sockets and widgets as the frontend lays them out (previews get room to show)."""
         if kind in ("PreviewImage", "SaveImage"):
-            return (320, 360)
+            return (300, 300)
         if kind == "PreviewAny":
-            return (420, 300)
+            return (320, 190)
         rows = max(len(inputs), len(outputs))
-        return (340, 46 + 22 * rows + 26 * len(values))
+        return (300, SLOT_HEIGHT * rows + WIDGET_HEIGHT * values + NODE_PADDING)
 
     def ui(self) -> dict:
         depth = self._depths()
@@ -278,7 +355,7 @@ class UIGraph:
         for g in self.groups:
             members = [self.nodes[i - 1] for i in g["nodes"]]
             x0 = min(n["pos"][0] for n in members) - 20
-            y0 = min(n["pos"][1] for n in members) - 90
+            y0 = min(n["pos"][1] for n in members) - TITLE_HEIGHT - 50
             x1 = max(n["pos"][0] + n["size"][0] for n in members) + 20
             y1 = max(n["pos"][1] + n["size"][1] for n in members) + 20
             groups.append({"title": g["title"], "bounding": [x0, y0, x1 - x0, y1 - y0], "color": g["color"],
@@ -290,7 +367,7 @@ class UIGraph:
             "links": self.links,
             "groups": groups,
             "config": {},
-            "extra": {"ds": {"scale": 0.6, "offset": [0, 0]}},
+            "extra": {"ds": view_of(self.nodes, groups)},
             "version": 0.4,
         }
 
@@ -308,3 +385,37 @@ class UIGraph:
         for n in self.nodes:
             visit(n["id"])
         return depth
+
+
+# --- the saved view ----------------------------------------------------------------------------------------------
+
+
+def graph_bounds(nodes: list[dict], groups: list[dict]) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of everything drawn, in graph units: nodes with their title bars, and groups."""
+    boxes = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in nodes]
+    boxes += [(g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
+               g["bounding"][1] + g["bounding"][3]) for g in groups]
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def on_screen(bounds, ds: dict) -> tuple[float, float, float, float]:
+    """Graph-unit bounds as screen pixels under a view {"scale", "offset"}: screen = (graph + offset) * scale."""
+    (x0, y0, x1, y1), s, (ox, oy) = bounds, ds["scale"], ds["offset"]
+    return ((x0 + ox) * s, (y0 + oy) * s, (x1 + ox) * s, (y1 + oy) * s)
+
+
+def view_of(nodes: list[dict], groups: list[dict]) -> dict:
+    """The saved view ("extra.ds") that shows the whole graph as large as it fits (at most MAX_VIEW_SCALE) in one of
+    the SAFE_VIEWS of a 1920x1080 window, centred there."""
+    x0, y0, x1, y1 = graph_bounds(nodes, groups)
+    best = None
+    for left, top, right, bottom in SAFE_VIEWS:
+        scale = min(MAX_VIEW_SCALE, (right - left - 2) / (x1 - x0), (bottom - top - 2) / (y1 - y0))  # 1 px spare
+        if best is None or scale > best[0]:
+            best = (scale, (left, top, right, bottom))
+    scale, (left, top, right, bottom) = best
+    scale = int(scale * 1000) / 1000  # a round number that still fits
+    ox = ((left + right) / 2) / scale - (x0 + x1) / 2
+    oy = ((top + bottom) / 2) / scale - (y0 + y1) / 2
+    return {"scale": scale, "offset": [round(ox, 1), round(oy, 1)]}
