@@ -237,9 +237,10 @@ def write_outputs(out: Path, x, candidates, flow_frames, fps: float, pick: int =
     for label, video in zip(candidates.labels, videos):
         keep(write_video(video, out / "candidates" / f"z0_t{label}.mp4", fps))
     keep(write_video(videos[-1 if pick == -1 else list(candidates.labels).index(pick)], out / "purified.mp4", fps))
-    keep(save_rows([to_frames(x[0]).cpu()] + list(videos), out / "candidates.png"))
+    n = min(8, x.shape[2])
+    keep(save_rows([to_frames(x[0]).cpu()] + list(videos), out / "candidates.png", frames=n))
     if flow_frames is not None:
-        keep(save_rows([to_frames(x[0]).cpu(), flow_frames], out / "flow.png"))
+        keep(save_rows([to_frames(x[0]).cpu(), flow_frames], out / "flow.png", frames=n))
     return files
 
 
