@@ -81,6 +81,13 @@ def test_meta_estimate_matches_the_same_pipeline_traced_on_real_cpu_tensors(chun
         s.peak for s in estimate.stages.values())
 
 
+def test_purifier_estimate_memory_is_the_estimate_of_its_networks():
+    p = tiny_purifier(PurifyConfig(t_star=2).with_options(lambda_temp=0), runtime=Runtime(chunk=4))
+    e = p.estimate_memory((1, 3, 8, 32, 32))
+    assert e.to_dict() == estimate_memory(meta_models_of(p), (1, 3, 8, 32, 32), p.config, p.runtime).to_dict()
+    assert "classify" not in e.stages and e.dtype == "float32"
+
+
 def test_working_sets_follow_chunk_dtype_and_frames():
     p = tiny_purifier(PurifyConfig(t_star=2).with_options(lambda_temp=0))
     models = meta_models_of(p)
