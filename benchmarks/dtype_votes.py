@@ -51,7 +51,8 @@ def main() -> int:
     config = PurifyConfig().with_options(**WORLD_OPTIONS)
 
     def run(dtype: str) -> dict:
-        purifier = Purifier.from_pretrained(world.diffusion, world.raft, config, Runtime(device=str(device), dtype=dtype))
+        runtime = Runtime(device=str(device), dtype=dtype)
+        purifier = Purifier.from_pretrained(world.diffusion, world.raft, config, runtime)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)

@@ -10,8 +10,8 @@ Phases, each in a fresh Python process (so each has its own peak resident set, V
     build      save_modelscope_folder: every network built in fp16 with random weights, saved, freed
     embedding  the first load_diffusion: the CLIP text encoder is loaded (once ever) to cache the empty-prompt embedding
     load-fp16  load_diffusion in float16: no text encoder, no float32 copy on the host (peak vs the fp16 weights)
-    purify     Purifier.from_pretrained (float32, CPU) + predict on a bundled UCF-101 clip: seconds per stage and per UNet
-               call, peak RSS, working set per stage against videopure_core.memory's estimate
+    purify     Purifier.from_pretrained (float32, CPU) + predict on a bundled UCF-101 clip: seconds per stage and
+               per UNet call, peak RSS, working set per stage against videopure_core.memory's estimate
     demo       `videopure demo --model ... --raft ... --classifier-weights ...` (PGD, then purify clean and adversarial)
     cli        `videopure purify CLIP --model ... --raft ... --classifier ... --estimate --out ...`
     comfyui    the bundled paper-pipeline workflow (workflows/api) in a real ComfyUI with its three loaders switched to
@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:
 
 PHASES = ("build", "embedding", "load-fp16", "purify", "demo", "cli", "comfyui")
 MODEL = "text-to-video-ms-1.7b"
+RAFT, CLASSIFIER = "raft_large_C_T_V1-22a6c225.pth", "r3d_18-b3b3357e.pth"  # modelscope.RAFT_LARGE_FILE, R3D_18_FILE
 
 
 def _kib(field: str, pid: str = "self") -> int:
@@ -128,9 +129,9 @@ def phase_purify(args) -> dict:
     root = Path(args.root)
     start_rss = _kib("VmRSS")
     t0 = time.perf_counter()
-    raft = load_raft("raft_large", root / "raft_large_C_T_V1-22a6c225.pth")
+    raft = load_raft("raft_large", root / RAFT)
     purifier = Purifier.from_pretrained(root / MODEL, raft, PurifyConfig(t_star=args.t_star), Runtime(device="cpu"))
-    classifier = load_video_classifier("r3d_18", root / "r3d_18-b3b3357e.pth")
+    classifier = load_video_classifier("r3d_18", root / CLASSIFIER)
     load_seconds = time.perf_counter() - t0
     load_peak = _kib("VmHWM")
     after_load = _reset_peak()
@@ -189,8 +190,8 @@ def _cli(argv: list[str]) -> dict:
 
 def phase_demo(args) -> dict:
     root = Path(args.root)
-    return _cli(["demo", "--model", str(root / MODEL), "--raft", str(root / "raft_large_C_T_V1-22a6c225.pth"),
-                 "--classifier-arch", "r3d_18", "--classifier-weights", str(root / "r3d_18-b3b3357e.pth"),
+    return _cli(["demo", "--model", str(root / MODEL), "--raft", str(root / RAFT),
+                 "--classifier-arch", "r3d_18", "--classifier-weights", str(root / CLASSIFIER),
                  "--video", _clip(args), "--frames", str(args.frames), "--size", str(args.size),
                  "--t-star", str(args.t_star), "--device", "cpu", "--out", str(root / "demo.png")])
 
@@ -199,8 +200,8 @@ def phase_cli(args) -> dict:
     root = Path(args.root)
     out = root / "purify-out"
     result = _cli(["purify", _clip(args), "--model", str(root / MODEL),
-                   "--raft", str(root / "raft_large_C_T_V1-22a6c225.pth"), "--classifier",
-                   str(root / "r3d_18-b3b3357e.pth"), "--frames", str(args.frames), "--size", str(args.size),
+                   "--raft", str(root / RAFT), "--classifier",
+                   str(root / CLASSIFIER), "--frames", str(args.frames), "--size", str(args.size),
                    "--t-star", str(args.t_star), "--device", "cpu", "--estimate", "--no-progress", "--out", str(out)])
     from videopure_core.videoio import probe_video
 
@@ -218,7 +219,7 @@ def full_size_workflow(t_star: int, frames: int, model: str, raft: str, classifi
     by_type = {}
     for key, node in wf.items():
         by_type.setdefault(node["class_type"], []).append(key)
-    (d,), (r,), (c,) = by_type["VideoPureDiffusionLoader"], by_type["VideoPureRAFTLoader"], by_type["VideoPureClassifierLoader"]
+    (d,), (r,), (c,) = (by_type[f"VideoPure{kind}Loader"] for kind in ("Diffusion", "RAFT", "Classifier"))
     wf[d]["inputs"]["model"] = model
     wf[r]["inputs"].update(weights=raft, arch="raft_large")
     wf[c]["inputs"].update(weights=classifier, arch="r3d_18", num_classes=400)
@@ -251,28 +252,26 @@ def phase_comfyui(args) -> dict:
     from videopure_core.comfy_client import run_workflow
 
     cache = Path(os.environ.get("VIDEOPURE_COMFY_CACHE", "~/.cache/videopure-ci")).expanduser()
-    python = os.environ.get("VIDEOPURE_COMFY_PYTHON") or str(cache / f"venv-py{sys.version_info[0]}.{sys.version_info[1]}"
-                                                              / "bin" / "python")
+    venv = cache / f"venv-py{sys.version_info[0]}.{sys.version_info[1]}"
+    python = os.environ.get("VIDEOPURE_COMFY_PYTHON") or str(venv / "bin" / "python")
     if not (cache / "ComfyUI" / "main.py").is_file() or not os.path.exists(python):
         raise RuntimeError(f"No ComfyUI in {cache}: run the ComfyUI test group once (python -m pytest tests/comfyui), "
                            f"which installs ComfyUI 0.3.75 there.")
     root = Path(args.root)
     base = root / "comfy-base"
-    for sub, name, target in (("videopure", MODEL, root / MODEL),
-                              ("videopure_raft", "raft_large_C_T_V1-22a6c225.pth", root / "raft_large_C_T_V1-22a6c225.pth"),
-                              ("videopure_classifiers", "r3d_18-b3b3357e.pth", root / "r3d_18-b3b3357e.pth")):
+    for sub, name in (("videopure", MODEL), ("videopure_raft", RAFT), ("videopure_classifiers", CLASSIFIER)):
         link = base / "models" / sub / name
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
-            link.symlink_to(target)
+            link.symlink_to(root / name)
     nodes = base / "custom_nodes" / "videopure"
     nodes.parent.mkdir(parents=True, exist_ok=True)
     if not nodes.exists():
         nodes.symlink_to(REPO, target_is_directory=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    workflow = full_size_workflow(args.t_star, args.frames, MODEL, "raft_large_C_T_V1-22a6c225.pth",
-                                  "r3d_18-b3b3357e.pth")
+    workflow = full_size_workflow(args.t_star, args.frames, MODEL, RAFT,
+                                  CLASSIFIER)
     t0 = time.perf_counter()
     server = ComfyUIServer.start(cache / "ComfyUI", python=python, base_directory=base, log_path=root / "comfyui.log",
                                  timeout=300, env=env)
@@ -287,7 +286,7 @@ def phase_comfyui(args) -> dict:
     return {"comfyui_version": version, "server_start_seconds": round(start_seconds, 1),
             "workflow_seconds": round(result.seconds, 1), "server_peak_rss": peak,
             "nodes": sorted({n["class_type"] for n in workflow.values()}),
-            "vote_text": [t for t in texts if "winner" in t],
+            "vote_text": sorted({t for t in texts if "winner" in t}),
             "images": len(result.images), "log": str(root / "comfyui.log")}
 
 
@@ -300,7 +299,8 @@ def run_phase(phase: str, root: str | os.PathLike, frames: int = 4, size: int = 
     """One phase in a fresh Python process; returns its dict (with the process's own wall seconds)."""
     cmd = [sys.executable, __file__, "--child", phase, "--root", str(root), "--frames", str(frames), "--size",
            str(size), "--t-star", str(t_star), "--clip", clip] + (["--threads", str(threads)] if threads else [])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": path}
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if out.returncode != 0:
@@ -319,13 +319,15 @@ def markdown(results: dict) -> str:
     lines = [f"# Full-size pipeline on the CPU ({r['date']})", "",
              f"{r['machine']}; load average at the start {r['load_average']}; other processes: "
              f"{r['other_load'] or 'none'}.", "",
-             f"Input: bundled UCF-101 clip {r['clip']}, {r['frames']} frames at {r['size']}x{r['size']}, t*={r['t_star']}.",
+             f"Input: bundled UCF-101 clip {r['clip']}, {r['frames']} frames at {r['size']}x{r['size']}, "
+             f"t*={r['t_star']}.",
              ""]
     p = r["phases"]
     if "build" in p:
         b = p["build"]
         lines += ["## Build (random weights, fp16 variant files)", "",
-                  f"{b['total_seconds']} s, peak RSS {_gib(b['peak_rss'])}; " + ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in b["bytes"].items()),
+                  f"{b['total_seconds']} s, peak RSS {_gib(b['peak_rss'])}; "
+                  + ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in b["bytes"].items()),
                   "", "Files: " + ", ".join(f"`{f}`" for f in b["files"]), ""]
     for name in ("embedding", "load-fp16"):
         if name in p:
@@ -344,12 +346,13 @@ def markdown(results: dict) -> str:
                   f"Candidates finite: {q['candidates_finite']}.", "",
                   "| stage | seconds | working set (RSS) | estimated working set |", "| --- | --- | --- | --- |"]
         for k, s in q["stages"].items():
-            lines.append(f"| {k} | {s['seconds']} | {s['working'] / 2**20:.0f} MiB | {s['estimated_working'] / 2**20:.0f} MiB |")
+            lines.append(f"| {k} | {s['seconds']} | {s['working'] / 2**20:.0f} MiB | "
+                         f"{s['estimated_working'] / 2**20:.0f} MiB |")
         lines += ["", f"Estimated peak (tensors, weights included): {_gib(q['estimate']['peak'])}.", ""]
     for name in ("demo", "cli"):
         if name in p:
             c = p[name]
-            lines += [f"## videopure {name}", "", f"`videopure {' '.join(c['argv'])}`", "",
+            lines += [f"## videopure {c['argv'][0]}", "", f"`videopure {' '.join(c['argv'])}`", "",
                       f"exit {c['exit_code']}, {c['seconds']} s, peak RSS {_gib(c['peak_rss'])}.", ""]
             if name == "cli" and c.get("purified"):
                 lines += [f"purified.mp4: {c['purified']}; files: " +
@@ -359,7 +362,7 @@ def markdown(results: dict) -> str:
         lines += ["## ComfyUI: the paper-pipeline workflow on the full-size files", "",
                   f"ComfyUI {c['comfyui_version']}: server start {c['server_start_seconds']} s, workflow "
                   f"{c['workflow_seconds']} s, server peak RSS {_gib(c['server_peak_rss'])}, {c['images']} images.", ""]
-        lines += ["```", *c["vote_text"], "```", ""]
+        lines += ["```", *sorted(set(c["vote_text"])), "```", ""]
     if r.get("errors"):
         lines += ["## Failures", ""] + [f"- {k}: {v.splitlines()[-1] if v else ''}" for k, v in r["errors"].items()]
     return "\n".join(lines) + "\n"

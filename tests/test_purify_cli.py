@@ -40,6 +40,8 @@ def test_purify_a_bundled_ucf101_clip_writes_videos_pictures_and_the_report(tmp_
     assert set(report["memory"]["stages"]) == {"encode", "flow", "invert", "denoise", "decode", "classify"}
     assert report["memory"]["estimate"] is None  # CPU: only with --estimate
     assert report["config"] == {"t_star": 2, "lambda_reference": [32, 28, 28]}
+    assert report["command"].startswith(f"videopure purify {BUNDLED_CLIPS / '17'} --out {out} --frames 4 --size 32")
+    assert report["command"].endswith("--threads 1 --no-progress")
     md = (out / "report.md").read_text()
     assert "**Winner:" in md and "| z_0^0 |" in md and "purified.mp4" in md
 

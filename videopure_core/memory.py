@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .config import DTYPES, PurifyConfig, Runtime
+from .config import PurifyConfig, Runtime
 from .pipeline import STAGES
 
 GiB = 2**30
@@ -151,14 +150,6 @@ class MetaModels:
 
 def _param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters()) + sum(b.numel() for b in module.buffers())
-
-
-def _text_encoder_width(folder: Path) -> int:
-    for name in ("text_encoder/config.json",):
-        path = folder / name
-        if path.is_file():
-            return int(json.loads(path.read_text()).get("hidden_size", 1024))
-    return 1024
 
 
 def meta_models(
@@ -400,6 +391,3 @@ def estimate_memory(
     return MemoryEstimate(tuple(video_shape), str(base).replace("torch.", ""), weights, stages, unet_call,
                           attention.matrix_bytes, notes)
 
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return next((k for k, v in DTYPES.items() if v == dtype), str(dtype))

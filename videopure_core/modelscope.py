@@ -133,7 +133,7 @@ _TOKENIZER_CORPUS = (
 def _byte_symbols() -> list[str]:
     """CLIP's byte-level alphabet: the 256 bytes as printable characters, in CLIP's order (printable ASCII and
     Latin-1 first, the rest shifted above 255)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     chars, extra = list(keep), 0
     for b in range(256):
         if b not in keep:

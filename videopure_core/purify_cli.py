@@ -178,6 +178,31 @@ def load(args, config, runtime, world):
     return purifier, classifier, what
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """`videopure purify VIDEO ...` with the options that differ from their defaults (for the report)."""
+    import shlex
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    words = ["videopure", "purify", shlex.quote(str(args.video))]
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            words.append(flag if value else "--no-" + flag[2:])
+        elif value is True:
+            words.append(flag)
+        elif isinstance(value, list):
+            words += [flag, *map(shlex.quote, value)]
+        else:
+            words += [flag, shlex.quote(str(value))]
+    return " ".join(words)
+
+
 def recording_flow(nets):
     """The networks with their flow function wrapped to keep what it returns: (networks, list of flows (N, 2, H, W)
     in pixels, forward pairs first), so the flow picture needs no second RAFT run."""
@@ -257,7 +282,7 @@ def markdown(report: dict) -> str:
              f"| diffusion model | {r['models']['diffusion']} |",
              f"| optical flow | {r['models']['flow']} |",
              f"| classifier | {r['models']['classifier']} |",
-             f"| options | t_star={r['t_star']}{''.join(f', {k}={v}' for k, v in r['config'].items() if k != 't_star')} |",
+             f"| options | {', '.join(f'{k}={v}' for k, v in {'t_star': r['t_star'], **r['config']}.items())} |",
              f"| runtime | {', '.join(f'{k}={v}' for k, v in r['runtime'].items())} |", "",
              "## Votes", "",
              "| candidate | prediction | p |", "| --- | --- | --- |"]
@@ -381,7 +406,7 @@ def _run(args: argparse.Namespace) -> int:
     stages = {k: {"peak": s.peak_bytes, "working": s.extra_bytes} for k, s in meter.stages.items()}
     cuda = purifier.device.type == "cuda"
     report = {
-        "command": "videopure purify " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["purify"] else sys.argv[1:]),
+        "command": command_line(args),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "videopure": __version__, "torch": torch.__version__, "device": describe_device(purifier.device),
         "input": {"path": str(args.video), "source": list(source), "frames": int(x.shape[2]),
