@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     y = torch.tensor([label], device=x.device)
     print(f"VideoPure demo on {what}")
     print(f"input: {source}, {tuple(video.shape)} (F, H, W, 3), true class {name(label)}")
+    if x.device.type == "cuda":  # what the run will need, before it runs (videopure_core/memory.py)
+        print(purifier.estimate_memory(tuple(x.shape), classifier).table())
 
     with TqdmCallback() as progress:
         adv, losses = pgd(classifier_grad_fn(classifier), x, y, eps=args.eps / 255, step=args.eps / 510,

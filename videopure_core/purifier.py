@@ -108,6 +108,15 @@ class Purifier:
             eps, vae = self._inference_eps, self._inference_vae
         return Networks(eps, vae, flow, r.chunk, grad, flow_grad and grad)
 
+    def estimate_memory(self, video_shape: tuple[int, ...], classifier: Optional[nn.Module] = None, batch_size: int = 8):
+        """Memory per stage of purifying (and, with a classifier, voting on) videos of `video_shape` (B, 3, F, H, W),
+        traced on meta copies of the networks (no weights copied, nothing computed): a memory.MemoryEstimate, whose
+        `table()` is what `videopure purify` prints before a run on a GPU."""
+        from .memory import estimate_memory, meta_models_of
+
+        return estimate_memory(meta_models_of(self, classifier), tuple(video_shape), self.config, self.runtime,
+                               batch_size, module_device_dtype(self.models.unet)[1])
+
     def prepare(self, video: Tensor) -> Tensor:
         """Validate a video (B, 3, F, H, W) or (3, F, H, W) in [0,1] and put it on the model device."""
         return check_video(video).to(self.device)
