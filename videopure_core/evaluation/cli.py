@@ -115,8 +115,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resubmissions", type=int, help="evaluate every final video of a stochastic defence N more "
                    "times (the resubmission curve)")
     g.add_argument("--batch-size", type=int, help="clips per batch (default 4)")
-    g.add_argument("--max-batch", type=int, help="at most this many videos per network call when EOT draws and TT "
-                   "shifts are batched (default: all of them)")
+    g.add_argument("--max-batch", type=int, default=32, help="at most this many videos per network call when EOT "
+                   "draws and TT shifts are batched, and per classifier call (default 32; 0 = no limit)")
     g.add_argument("--loss-attack", default="pgd+bpda", help="attack whose loss curves are plotted (Fig. 4)")
     g.add_argument("--threads", type=int, help="torch CPU threads per process (torchrun sets 1 per process)")
     g.add_argument("--no-progress", action="store_true")
@@ -322,7 +322,7 @@ def run_eval(args: argparse.Namespace) -> int:
                          "flow_grad": args.flow_grad, "surrogate": args.surrogate if "tt+mi" in attacks else None},
             "config": config.options(), "dtype": args.dtype,
             "attack_config": attack_changes, "defences": specs, "attacks": attacks, "attack_clips": attack_clips,
-            "world_size": world_size, "batch_size": r["batch_size"], "max_batch": args.max_batch,
+            "world_size": world_size, "batch_size": r["batch_size"], "max_batch": args.max_batch or None,
             "eval_iterates": eval_iterates, "resubmissions": args.resubmissions or 0,
         }
         if rank == 0:
@@ -361,4 +361,4 @@ def _context(args, attacks, purifier, runtime):
         from .surrogate import ensure_surrogate
 
         surrogate = ensure_surrogate(args.surrogate, runtime.torch_device or "cpu")
-    return Context(flow=flow, surrogate=surrogate, max_batch=args.max_batch)
+    return Context(flow=flow, surrogate=surrogate, max_batch=args.max_batch or None)
