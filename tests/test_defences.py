@@ -235,3 +235,64 @@ def test_specs_and_errors(tiny_purifier):
         build_defence("jpeg:50", None)
     with pytest.raises(ValueError, match=r"\(B, 3, F, H, W\)"):
         build_defence("none").candidates(torch.rand(3, 4, 8, 8))
+
+
+def test_ddpm_last_step_noise_option(tiny_purifier, batch):
+    """Default: noise on the step t=1 -> 0 too (the release's DDPMScheduler adds it whenever t > 0); the option
+    gives the noiseless last step. With eps = 0 the two differ only by that last draw."""
+    seen = []
+
+    def eps_fn(z, t):
+        seen.append(t)
+        return torch.zeros_like(z)
+
+    purifier = tiny_purifier(PurifyConfig())
+    networks = purifier.networks
+    purifier.networks = lambda **kw: dataclasses.replace(networks(**kw), eps=eps_fn)
+    noisy = build_defence("diffpure-ddpm", purifier)
+    plain = build_defence("diffpure-ddpm:last_step_noise=false", purifier)
+    assert noisy.last_step_noise and not plain.last_step_noise
+    a = noisy.candidates(batch, torch.Generator().manual_seed(0)).latents[0]
+    b = plain.candidates(batch, torch.Generator().manual_seed(0)).latents[0]
+    assert not torch.allclose(a, b, atol=1e-6)
+    # the first 100 steps draw the same noise; the last step's std is sigma_1
+    alphas = purifier.schedule.alphas_cumprod
+    sigma_1 = math.sqrt((1 - alphas[0]) / (1 - alphas[1]) * (1 - alphas[1] / alphas[0]))
+    assert 0.5 * sigma_1 < float((a - b).std()) < 1.5 * sigma_1
+
+
+def test_unique_flow_runs_raft_once_per_distinct_pair():
+    from videopure_core.defences.videopure import UniqueFlow
+
+    calls = []
+
+    def flow_fn(a, b):
+        calls.append(a.shape[0])
+        return torch.cat([(b - a).mean(1, keepdim=True), (a + b).mean(1, keepdim=True)], 1)
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(5, 3, 8, 8, generator=g)
+    first, second = frames[[0, 1, 2, 0, 1, 3, 0]], frames[[1, 2, 3, 1, 2, 4, 1]]  # 4 distinct pairs of 7
+    out = UniqueFlow(flow_fn, chunk=3)(first, second)
+    assert torch.allclose(out, flow_fn(first, second), atol=1e-6)
+    assert calls[:2] == [3, 1]  # 4 distinct pairs in chunks of 3
+
+
+def test_videopure_batched_shifts_equal_one_video_at_a_time(tiny_purifier, batch):
+    """TT's shifted copies as one batch (distinct flow pairs once) give the candidates of each copy alone."""
+    from conftest import constant_flow_fn
+
+    calls = []
+    inner = constant_flow_fn(1.0, 0.0)
+
+    def flow_fn(a, b):
+        calls.append(a.shape[0])
+        return inner(a, b)
+
+    defence = VideoPureDefence(tiny_purifier(PurifyConfig(t_star=2), flow=flow_fn))
+    copies = [torch.roll(batch[:1], s, dims=2) for s in (0, 1, -1, 2)]
+    together = defence.candidates(torch.cat(copies)).videos
+    assert sum(calls) == 6  # the 6 cyclic pairs of the one video, not 4 x 5 pairs
+    for i, c in enumerate(copies):
+        alone = defence.candidates(c).videos[:, 0]
+        assert torch.allclose(together[:, i], alone, atol=1e-5)

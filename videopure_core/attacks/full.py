@@ -25,7 +25,8 @@ from torch import nn
 from .base import GradFn
 
 
-def full_gradient_grad_fn(classifier: nn.Module, defence, generator: Optional[torch.Generator] = None) -> GradFn:
+def full_gradient_grad_fn(classifier: nn.Module, defence, generator: Optional[torch.Generator] = None,
+                          probe=None) -> GradFn:
     """Exact gradient through a differentiable defence (`defence.candidates(..., grad=True)`) and the classifier.
 
     The attacker's loss is the cross-entropy averaged over the K candidates (the vote itself has no gradient).
@@ -37,4 +38,4 @@ def full_gradient_grad_fn(classifier: nn.Module, defence, generator: Optional[to
         )
     from .adaptive import exact_grad_fn
 
-    return exact_grad_fn(classifier, defence, generator)
+    return exact_grad_fn(classifier, defence, generator, probe)

@@ -7,14 +7,50 @@ kept in the autograd graph, and the flow of the input either held fixed (default
 
 DDIM inversion (SPEC "Baselines"; Table IV's first row) is the same purifier with `config.DDIM_INVERSION`:
 per-frame eps, t* steps up, t* DDIM steps down, one output.
+
+Flow of repeated frame pairs is computed once (`UniqueFlow`): the attacks batch TT's temporally shifted copies and
+EOT's draws as extra videos, whose frame pairs repeat (a cyclic shift of a video has the same consecutive pairs
+but one), so RAFT runs on the distinct pairs of the whole batch only. Same flow, up to float rounding of another
+batch composition (tested).
 """
 
 from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
 
 from .. import pipeline
 from ..config import DDIM_INVERSION, PurifyConfig
 from ..purifier import Purifier
 from .base import Defence
+
+
+class UniqueFlow:
+    """A FlowFn that runs `flow_fn` once per distinct (image1, image2) pair of its batch, `chunk` pairs per call,
+    and scatters the flows back: (N, 3, H, W) x 2 -> (N, 2, H, W)."""
+
+    def __init__(self, flow_fn, chunk: int = 16):
+        self.flow_fn, self.chunk = flow_fn, chunk
+
+    def __call__(self, image1: Tensor, image2: Tensor) -> Tensor:
+        n = image1.shape[0]
+        pairs = torch.cat([image1.reshape(n, -1), image2.reshape(n, -1)], 1)
+        unique, inverse = torch.unique(pairs, dim=0, return_inverse=True)
+        if unique.shape[0] == n:
+            order = range(n)
+            first = torch.arange(n)
+        else:
+            first = torch.full((unique.shape[0],), n, dtype=torch.long)
+            first.scatter_reduce_(0, inverse.cpu(), torch.arange(n), reduce="amin")
+            order = first.tolist()
+        index = torch.as_tensor(list(order), device=image1.device)
+        a, b = image1[index], image2[index]
+        flows = torch.cat([self.flow_fn(p, q) for p, q in zip(a.split(self.chunk), b.split(self.chunk))])
+        if unique.shape[0] == n:
+            return flows
+        return flows[inverse.to(flows.device)]
 
 
 class VideoPureDefence(Defence):
@@ -37,10 +73,12 @@ class VideoPureDefence(Defence):
 
     def _candidates(self, video, generator, grad, hooks):
         p = self.purifier
-        if not grad:
-            return p.purify(video, hooks)
-        nets = p.networks(grad=True, checkpoint=self.checkpoint, flow_grad=self.flow_grad)
-        return pipeline.purify(nets, video.to(p.device), p.schedule, p.config, hooks)
+        nets = p.networks(grad=True, checkpoint=self.checkpoint, flow_grad=self.flow_grad) if grad else p.networks()
+        if nets.flow is not None and not nets.flow_grad:  # RAFT once per distinct frame pair of the whole batch
+            chunk = nets.flow_chunk or nets.chunk
+            nets = dataclasses.replace(nets, flow=UniqueFlow(nets.flow, chunk), flow_chunk=max(1, video.shape[0]) * video.shape[2])
+        video = video.to(p.device) if grad else p.prepare(video)
+        return pipeline.purify(nets, video, p.schedule, p.config, pipeline.as_hooks(hooks, p.device))
 
 
 def ddim_inversion_defence(purifier: Purifier, name: str = "ddim-inversion", checkpoint: bool = True) -> VideoPureDefence:
