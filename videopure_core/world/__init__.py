@@ -22,3 +22,4 @@ from .generator import (
     save_clip_pngs,
     split_seeds,
 )
+from .models import WORLD_PURIFY_OPTIONS

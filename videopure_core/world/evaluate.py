@@ -27,15 +27,13 @@ from ..flow import RaftFlow
 from ..purifier import Purifier
 from ..vae import decode_latents, encode_video
 from .generator import make_split
-from .models import WEIGHTS, load_world
+from .models import WEIGHTS, WORLD_PURIFY_OPTIONS, load_world
 from .train import STAGES
 
 HELP = "Measure the trained small world (accuracy, PSNR, flow EPE, PGD, VideoPure) and update its model card."
 
-WORLD_CONFIG = PurifyConfig(guidance_reference=(32, 28, 28))
-"""VideoPure's settings in the small world: the paper's hyperparameters, with the guidance step rescaled from the
-paper's 32x28x28 latent to this world's 16x8x8 (both losses are means, so unscaled steps would be ~25x larger
-per element here; see PurifyConfig.guidance_reference)."""
+WORLD_CONFIG = PurifyConfig(**WORLD_PURIFY_OPTIONS)
+"""VideoPure's config in the small world: the paper's defaults with `models.WORLD_PURIFY_OPTIONS`."""
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -42,6 +42,15 @@ WORLD_UNET_CONFIG = dict(
     up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
 )
 
+WORLD_PURIFY_OPTIONS: dict = {"guidance_reference": (32, 28, 28)}
+"""VideoPure's setting in the small world, as PurifyConfig field -> value (everything else: the paper's defaults).
+
+The guidance step is rescaled from the paper's 32x28x28 latent to the world's: both losses are means, so the
+unscaled lambdas would move each element of the world's much smaller latent far more per step than at the paper's
+size (see PurifyConfig.guidance_reference). This is the one definition: the world's evaluation, tests, demo,
+bench, evaluation CLI and workflows all take it from here, e.g. `PurifyConfig(**WORLD_PURIFY_OPTIONS)`.
+"""
+
 NULL_EMBEDDING_SHAPE = (1, 4, 32)  # (1, tokens, cross_attention_dim): the world's "empty prompt"
 
 
