@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything on a fresh machine takes one of two commands (each sets up ./.venv the first time):
 #   bash dev.sh demo [args]    the main job: `videopure demo` (see README)
-#   bash dev.sh test [args]    the whole test suite (pytest)
+#   bash dev.sh test [args]    the whole test suite (pytest); fast loop: bash dev.sh test -m "not slow and not comfyui"
 # Environment: PYTHON (default python3), VENV (default .venv), TORCH_SPEC (what to pip-install for torch when the
 # venv has none; default "torch==2.14.1 torchvision==0.29.1", e.g. TORCH_SPEC="torch torchvision" elsewhere).
 set -euo pipefail

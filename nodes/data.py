@@ -15,6 +15,10 @@ class VideoPureWorldClip:
     FUNCTION = "clip"
     RETURN_TYPES = ("IMAGE", "INT", "STRING")
     RETURN_NAMES = ("images", "label", "class_name")
+    OUTPUT_TOOLTIPS = ("The clip's frames (frames x 64 x 64), one image per frame.",
+                       "Its true class index (index % 12), e.g. for the PGD attack's label.",
+                       "Its true class name.")
+    SEARCH_ALIASES = ["small world", "test clip", "sample video", "videopure clip"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -32,22 +36,25 @@ class VideoPureWorldClip:
     def clip(self, split, index, frames):
         label = index % len(CLASSES)
         clip = make_clip(label, SPLIT_SEEDS[split] + index, WorldSpec(frames=frames))
-        return (bridge.video_to_image(clip.video), label, CLASSES[label])
+        return (bridge.frames_to_image(clip.video), label, CLASSES[label])
 
 
 class VideoPureFitVideo:
     DESCRIPTION = ("Fit frames to VideoPure: keep the first max_frames (0: all) and resize so height and width are "
-                   "multiples of 8 (to size x size when size > 0).")
+                   "multiples of 8 (to size x size when size > 0). Put it after a video loader.")
     CATEGORY = "VideoPure/data"
     FUNCTION = "fit"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The kept frames, height and width multiples of 8, ready for VideoPure.",)
+    SEARCH_ALIASES = ["resize video", "crop frames", "fit frames", "multiple of 8", "max frames"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "images": ("IMAGE",),
+                "images": ("IMAGE", {"tooltip": "The video's frames, one image per frame (e.g. from Get Video "
+                                                "Components or a video loader)."}),
                 "size": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": "0: round the size "
                          "down to multiples of 8; else resize to size x size (the paper: 224)."}),
                 "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "0: every frame (the "
@@ -57,7 +64,7 @@ class VideoPureFitVideo:
 
     def fit(self, images, size, max_frames):
         video = images[:max_frames] if max_frames else images
-        return (bridge.video_to_image(fit_video(video.float(), size or None)),)
+        return (bridge.frames_to_image(fit_video(video.float(), size or None)),)
 
 
 NODE_CLASS_MAPPINGS = {"VideoPureWorldClip": VideoPureWorldClip, "VideoPureFitVideo": VideoPureFitVideo}

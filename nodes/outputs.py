@@ -5,27 +5,26 @@ from __future__ import annotations
 
 import torch
 
+from videopure_core import pipeline
 from videopure_core.attacks import classifier_grad_fn, pgd
 from videopure_core.classifiers import classify
 from videopure_core.flow import resize_flow
-from videopure_core.video import to_channels_first, to_channels_last
 from videopure_core.visualize import flow_to_rgb
-from videopure_core.vote import vote
 
 from . import bridge
 from .types import CANDIDATES, CLASSIFIER, FLOW
 
-BATCH = ("INT", {"default": 8, "min": 1, "max": 1024, "tooltip": "Videos per classifier call."})
+BATCH = ("INT", {"default": 8, "min": 1, "max": 1024, "tooltip": "Videos per classifier call (memory vs speed; "
+                                                                  "the result is the same)."})
+CLASSIFIER_IN = (CLASSIFIER, {"tooltip": "The classifier from VideoPure Video Classifier Loader."})
+VIDEO_IN = ("IMAGE", {"tooltip": "One video's frames, one image per frame (any size the classifier takes)."})
 
 
 def vote_candidates(classifier, candidates, batch_size: int, progress=None):
-    """Classify every decoded candidate (K x B videos) and take the majority: -> VoteResult."""
-    k, b = candidates.videos.shape[:2]
-    classifier.check_frames(candidates.videos.shape[2])
-    with classifier.on_device() as device:
-        pixels = to_channels_first(candidates.videos.flatten(0, 1)).to(device)
-        logits = classify(classifier.model, pixels, batch_size, progress).reshape(k, b, -1)
-    return vote(logits.cpu(), candidates.labels, candidates.timings)
+    """The pipeline's vote on the classifier handle's device: every candidate (K x B videos) -> VoteResult."""
+    classifier.check_frames(candidates.videos.shape[3])
+    with classifier.on_device():
+        return pipeline.vote_candidates(classifier.model, candidates, batch_size, progress)
 
 
 class VideoPureClassifierVote:
@@ -36,10 +35,16 @@ class VideoPureClassifierVote:
     OUTPUT_NODE = True
     RETURN_TYPES = ("STRING", "INT", "STRING")
     RETURN_NAMES = ("table", "winner", "winner_name")
+    OUTPUT_TOOLTIPS = ("Each candidate's prediction and the winner, as a table.", "The winning class index.",
+                       "The winning class name.")
+    SEARCH_ALIASES = ["vote", "majority vote", "multi-step voting", "videopure vote"]
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"classifier": (CLASSIFIER,), "candidates": (CANDIDATES,), "batch_size": BATCH}}
+        return {"required": {"classifier": CLASSIFIER_IN,
+                             "candidates": (CANDIDATES, {"tooltip": "The decoded candidates (Candidate Decode or "
+                                                                    "Purify)."}),
+                             "batch_size": BATCH}}
 
     def vote(self, classifier, candidates, batch_size):
         result = vote_candidates(classifier, candidates, batch_size, bridge.Progress())
@@ -55,22 +60,25 @@ class VideoPureClassify:
     OUTPUT_NODE = True
     RETURN_TYPES = ("STRING", "INT", "STRING")
     RETURN_NAMES = ("table", "class_index", "class_name")
+    OUTPUT_TOOLTIPS = ("The top classes with their probabilities, as a table.", "The most likely class index.",
+                       "The most likely class name.")
+    SEARCH_ALIASES = ["classify video", "action recognition", "predict class", "no defence"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "classifier": (CLASSIFIER,),
-                "images": ("IMAGE",),
+                "classifier": CLASSIFIER_IN,
+                "images": VIDEO_IN,
                 "top_k": ("INT", {"default": 3, "min": 1, "max": 1000, "tooltip": "Classes listed in the table."}),
             }
         }
 
     def classify(self, classifier, images, top_k):
-        video = bridge.image_to_video(images)
-        classifier.check_frames(video.shape[1])
+        video = bridge.image_to_video(images, purify=False)
+        classifier.check_frames(video.shape[2])
         with classifier.on_device() as device:
-            logits = classify(classifier.model, to_channels_first(video).to(device))[0].cpu()
+            logits = classify(classifier.model, video.to(device))[0].cpu()
         probs = logits.softmax(-1)
         top = probs.topk(min(top_k, probs.numel()))
         lines = [f"{'class':<24} {'p':>6}"]
@@ -87,15 +95,17 @@ class VideoPureFlowImage:
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("flow_image",)
+    OUTPUT_TOOLTIPS = ("One colour picture per frame pair (hue = direction, saturation = speed).",)
+    SEARCH_ALIASES = ["flow visualisation", "optical flow image", "flow colour"]
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"flow": (FLOW,)}}
+        return {"required": {"flow": (FLOW, {"tooltip": "From VideoPure RAFT Flow."})}}
 
     def render(self, flow):
         forward = flow.flow.forward[:1]  # (1, F-1, 2, h, w), the first video
         pixels = resize_flow(forward.float(), tuple(flow.image_size))[0]  # back to pixel units and size
-        return (bridge.video_to_image(flow_to_rgb(pixels)),)
+        return (bridge.frames_to_image(flow_to_rgb(pixels)),)
 
 
 class VideoPurePGDAttack:
@@ -105,21 +115,26 @@ class VideoPurePGDAttack:
     FUNCTION = "attack"
     RETURN_TYPES = ("IMAGE", "IMAGE", "STRING")
     RETURN_NAMES = ("adversarial", "perturbation", "report")
+    OUTPUT_TOOLTIPS = ("The attacked frames (within epsilon of the input).",
+                       "The perturbation, amplified to the full range (grey = 0).",
+                       "The attack's loss and the clean and attacked predictions.")
+    SEARCH_ALIASES = ["adversarial attack", "pgd", "projected gradient descent", "attack video"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "classifier": (CLASSIFIER,),
-                "images": ("IMAGE",),
+                "classifier": CLASSIFIER_IN,
+                "images": VIDEO_IN,
                 "label": ("INT", {"default": -1, "min": -1, "max": 100000, "tooltip": "True class to attack away "
                                   "from; -1: the classifier's own prediction on the clean video."}),
                 "epsilon": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 10000.0, "step": 0.5, "tooltip": "Budget "
                                       "in 1/255 pixel units (L_inf: per pixel; L2: norm of the whole video)."}),
                 "step_size": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 10000.0, "step": 0.25,
                                         "tooltip": "Step in the same units as epsilon."}),
-                "steps": ("INT", {"default": 10, "min": 1, "max": 10000, "tooltip": "PGD iterations."}),
-                "norm": (["linf", "l2"], {"default": "linf"}),
+                "steps": ("INT", {"default": 10, "min": 1, "max": 10000, "tooltip": "PGD iterations (gradient steps)."}),
+                "norm": (["linf", "l2"], {"default": "linf", "tooltip": "The ball: linf bounds every pixel, l2 "
+                                          "the norm of the whole video."}),
                 "random_start": ("BOOLEAN", {"default": True, "tooltip": "Start at a random point of the ball."}),
                 "start_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "tooltip": "Seed of the random "
                                        "start (the attack is deterministic given it)."}),
@@ -127,11 +142,11 @@ class VideoPurePGDAttack:
         }
 
     def attack(self, classifier, images, label, epsilon, step_size, steps, norm, random_start, start_seed):
-        video = bridge.image_to_video(images)
-        classifier.check_frames(video.shape[1])
+        video = bridge.image_to_video(images, purify=False)
+        classifier.check_frames(video.shape[2])
         num_classes = None
         with classifier.on_device() as device:
-            x = to_channels_first(video).to(device)
+            x = video.to(device)
             clean = classify(classifier.model, x)
             num_classes = clean.shape[-1]
             if label >= num_classes:
@@ -142,12 +157,12 @@ class VideoPurePGDAttack:
                               steps=steps, norm=norm, random_start=random_start,
                               generator=torch.Generator().manual_seed(int(start_seed)), callback=bridge.Progress())
             attacked = classify(classifier.model, adv)
-        adv_video = to_channels_last(adv)[0].cpu()
+        delta = (adv - x)[0].cpu()
         scale = 2 * max(epsilon, 1e-6) / 255
-        perturbation = ((adv_video - video[0]) / scale + 0.5).clamp(0, 1)
+        perturbation = (delta / scale + 0.5).clamp(0, 1)
         report = self._report(classifier, int(y[0]), clean[0].cpu(), attacked[0].cpu(), losses.cpu(), epsilon,
-                              norm, steps, (adv_video - video[0]))
-        return (bridge.video_to_image(adv_video), bridge.video_to_image(perturbation), report)
+                              norm, steps, delta)
+        return (bridge.video_to_image(adv[0]), bridge.video_to_image(perturbation), report)
 
     @staticmethod
     def _report(classifier, target, clean, attacked, losses, epsilon, norm, steps, delta) -> str:

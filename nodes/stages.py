@@ -13,15 +13,13 @@ import dataclasses
 
 import torch
 
-from videopure_core.config import PurifyConfig
-from videopure_core.denoise import denoise_step, guided_denoise
-from videopure_core.denoise import final_candidate as make_final_candidate
-from videopure_core.flow import LatentFlow, latent_flow
-from videopure_core.inversion import ddim_invert
-from videopure_core.purifier import Candidates
+from videopure_core import pipeline
+from videopure_core.config import Guidance, PurifyConfig
+from videopure_core.denoise import denoise_steps
+from videopure_core.flow import LatentFlow
+from videopure_core.pipeline import Candidates
 from videopure_core.schedule import make_schedule
-from videopure_core.vae import decode_latents, encode_video
-from videopure_core.video import to_channels_first, to_channels_last
+from videopure_core.vae import decode_latents
 
 from . import bridge
 from .types import (
@@ -31,14 +29,24 @@ from .types import (
     FLOW,
     LATENT,
     MODEL,
-    RAFT,
-    CandidateLatents,
+    RAFT_INPUT,
     FlowState,
     LatentState,
+    as_flow_model,
 )
 
 CHUNK = ("INT", {"default": 16, "min": 1, "max": 4096,
                  "tooltip": "Frames per network call: lower it if a long video runs out of memory."})
+
+# Sockets, with the tooltips the frontend shows on them.
+MODEL_IN = (MODEL, {"tooltip": "The diffusion model from VideoPure Diffusion Model Loader."})
+IMAGES_IN = ("IMAGE", {"tooltip": "The video's frames, one image per frame: at least 2, height and width multiples "
+                                  "of 8 (VideoPure Fit Video makes them so)."})
+LATENT_IN = (LATENT, {"tooltip": "A VideoPure latent: from VAE Encode, Temporal DDIM Inversion or the previous "
+                                 "Guided Denoise Step."})
+RAFT_IN = (RAFT_INPUT, {"tooltip": "RAFT from VideoPure RAFT Loader, or ComfyUI's Load Optical Flow Model "
+                                   "(OPTICAL_FLOW, raft_large)."})
+FLOW_IN = (FLOW, {"tooltip": "From RAFT Flow; needed unless lambda_temp is 0 or guidance is off."})
 
 # Guidance widgets shared by Guided Denoise Step, Guided Denoise and the one-node Purify (same names, same order).
 GUIDANCE_INPUTS = {
@@ -85,10 +93,10 @@ def guidance_config(guidance, alpha_s, lambda_temp, lambda_spa, guidance_referen
     """The PurifyConfig of the guidance widgets; the bidirectional loss is on when the flow has backward flow."""
     bidirectional = flow is not None and flow.flow.backward is not None
     return PurifyConfig(
-        guidance=guidance, alpha_s=alpha_s, lambda_temp=lambda_temp, lambda_spa=lambda_spa,
-        guidance_reference=parse_reference(guidance_reference), variance_weight=variance_weight,
-        guide_trajectory=guide_trajectory, final_candidate=final_candidate, warp_grad=warp_grad,
-        bidirectional=bidirectional, **base,
+        guidance=Guidance(enabled=guidance, alpha_s=alpha_s, lambda_temp=lambda_temp, lambda_spa=lambda_spa,
+                          lambda_reference=parse_reference(guidance_reference), variance_weight=variance_weight,
+                          warp_grad=warp_grad, bidirectional=bidirectional),
+        guide_trajectory=guide_trajectory, final_candidate=final_candidate, **base,
     )
 
 
@@ -98,8 +106,8 @@ def flow_for(flow, state: LatentState, config: PurifyConfig, device):
         return None
     if flow is None:
         raise ValueError(
-            f"The temporal loss (lambda_temp={config.lambda_temp:g}) needs optical flow: connect a VideoPure RAFT "
-            f"Flow node to the 'flow' input, or set lambda_temp to 0."
+            f"The temporal loss (lambda_temp={config.guidance.lambda_temp:g}) needs optical flow: connect a VideoPure "
+            f"RAFT Flow node to the 'flow' input, or set lambda_temp to 0."
         )
     check_same_video(flow, state)
     return LatentFlow(*(None if t is None else t.to(device) for t in flow.flow))
@@ -116,6 +124,13 @@ def check_same_video(flow: FlowState, state: LatentState) -> None:
         )
 
 
+def check_candidate(candidate: int, labels) -> None:
+    """Raise the error Candidates.pick would, before any work is done."""
+    if candidate != -1 and candidate not in labels:
+        raise ValueError(f"candidate={candidate} is not among the candidates z_0^t with t in {list(labels)}: pick "
+                         f"one of those, or -1 for the last one made.")
+
+
 def _cpu(t):
     return t.detach().to(bridge.output_device())
 
@@ -126,18 +141,20 @@ class VideoPureVAEEncode:
     FUNCTION = "encode"
     RETURN_TYPES = (LATENT,)
     RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The clean latent z0 (4 channels, frames, height/8, width/8) for Temporal DDIM Inversion "
+                       "and RAFT Flow.",)
+    SEARCH_ALIASES = ["encode video", "videopure encode", "vae encode video"]
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": (MODEL,), "images": ("IMAGE",), "chunk": CHUNK}}
+        return {"required": {"model": MODEL_IN, "images": IMAGES_IN, "chunk": CHUNK}}
 
     def encode(self, model, images, chunk):
         video = bridge.image_to_video(images)
         with model.on_device() as device:
-            x = to_channels_first(video).to(device)
-            z0 = encode_video(model.vae, x, chunk, bridge.Progress())
+            z0 = pipeline.encode(model.pipeline_networks(chunk), video.to(device), bridge.hooks())
         z0 = _cpu(z0)
-        return (LatentState(z=z0, z0=z0, t=0, image_size=tuple(video.shape[2:4])),)
+        return (LatentState(z=z0, z0=z0, t=0, image_size=tuple(video.shape[-2:])),)
 
 
 class VideoPureTemporalInversion:
@@ -147,13 +164,16 @@ class VideoPureTemporalInversion:
     FUNCTION = "invert"
     RETURN_TYPES = (LATENT,)
     RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The noised latent z_t* at the top of the trajectory: chain t_star Guided Denoise Steps (or "
+                       "one Guided Denoise) after it.",)
+    SEARCH_ALIASES = ["ddim inversion", "invert", "add noise", "videopure inversion"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
-                "latent": (LATENT,),
+                "model": MODEL_IN,
+                "latent": (LATENT, {"tooltip": "The clean latent from VideoPure VAE Encode."}),
                 "t_star": ("INT", {"default": 6, "min": 1, "max": 1000, "tooltip": "Inversion steps (paper t*=6); "
                                    "chain this many Guided Denoise Steps after it."}),
                 "ddim_steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM grid over the "
@@ -170,9 +190,9 @@ class VideoPureTemporalInversion:
             raise ValueError(f"This latent is {latent.describe()}, already inverted: connect the output of "
                              f"VideoPure VAE Encode to Temporal DDIM Inversion.")
         config = PurifyConfig(t_star=t_star, ddim_steps=ddim_steps, temporal=temporal, noise_frame=noise_frame)
-        schedule = make_schedule(model.scheduler_config, config.ddim_steps, config.t_star)
+        schedule = make_schedule(model.models.scheduler_config, config.ddim_steps, config.t_star)
         with model.on_device() as device:
-            z = ddim_invert(model.eps_fn(), latent.z0.to(device), schedule, temporal, noise_frame, bridge.Progress())
+            z = pipeline.invert(model.pipeline_networks(), latent.z0.to(device), schedule, config, bridge.hooks())
         return (dataclasses.replace(latent, z=_cpu(z), t=schedule.timesteps[-1], schedule=schedule,
                                     ddim_steps=ddim_steps),)
 
@@ -184,14 +204,17 @@ class VideoPureRAFTFlow:
     FUNCTION = "flow"
     RETURN_TYPES = (FLOW,)
     RETURN_NAMES = ("flow",)
+    OUTPUT_TOOLTIPS = ("Optical flow of the input on the latent grid, for every Guided Denoise Step (and Flow to "
+                       "Image).",)
+    SEARCH_ALIASES = ["optical flow", "raft", "motion", "videopure flow"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "raft": (RAFT,),
-                "images": ("IMAGE",),
-                "latent": (LATENT,),
+                "raft": RAFT_IN,
+                "images": (IMAGES_IN[0], {"tooltip": "The same frames as VAE Encode got."}),
+                "latent": (LATENT, {"tooltip": "The latent VAE Encode made from these frames (for the grid size)."}),
                 "iters": ("INT", {"default": 10, "min": 1, "max": 100, "tooltip": "RAFT refinement iterations."}),
                 "input_range": (["-1,1", "0,1"], {"default": "-1,1", "tooltip": "What RAFT is fed: -1,1 is "
                                 "correct; 0,1 reproduces the authors' release."}),
@@ -205,24 +228,31 @@ class VideoPureRAFTFlow:
 
     def flow(self, raft, images, latent, iters, input_range, bidirectional, occlusion_mask, chunk):
         video = bridge.image_to_video(images)
-        frames, size = video.shape[1], tuple(video.shape[2:4])
+        frames, size = video.shape[2], tuple(video.shape[-2:])
         if frames != latent.frames or size != tuple(latent.image_size):
             raise ValueError(
                 f"RAFT Flow got {frames} frames at {size[0]}x{size[1]} but the latent was encoded from "
                 f"{latent.frames} frames at {latent.image_size[0]}x{latent.image_size[1]}: connect the same "
                 f"IMAGE batch to VAE Encode and RAFT Flow."
             )
+        guidance = Guidance(bidirectional=bidirectional, occlusion_mask=occlusion_mask)
+        raft = as_flow_model(raft)
         with raft.on_device() as device:
-            lf = latent_flow(raft.flow_fn(iters, input_range), to_channels_first(video).to(device),
-                             tuple(latent.z.shape[-2:]), bidirectional, occlusion_mask, chunk, bridge.Progress())
+            nets = pipeline.Networks(flow=raft.flow_fn(iters, input_range), chunk=chunk)
+            lf = pipeline.flow(nets, video.to(device), tuple(latent.z.shape[-2:]), guidance, bridge.hooks())
         return (FlowState(LatentFlow(*(None if t is None else _cpu(t) for t in lf)), size),)
 
 
-def _step_inputs(with_flow=True):
-    inputs = {"required": {"model": (MODEL,), "latent": (LATENT,), **GUIDANCE_INPUTS, **GUIDANCE_OPTIONS}}
-    if with_flow:
-        inputs["optional"] = {"flow": (FLOW, {"tooltip": "From RAFT Flow; needed unless lambda_temp is 0."})}
-    return inputs
+def _step_inputs():
+    latent = (LATENT, {"tooltip": "The inverted latent (from Temporal DDIM Inversion, or the previous Guided "
+                                  "Denoise Step)."})
+    return {"required": {"model": MODEL_IN, "latent": latent, **GUIDANCE_INPUTS, **GUIDANCE_OPTIONS},
+            "optional": {"flow": FLOW_IN}}
+
+
+def _preview(nets):
+    """A preview maker for the node's progress bar: the middle frame of a candidate, decoded with the VAE."""
+    return bridge.candidate_preview(lambda z: decode_latents(nets.vae, z, 1))
 
 
 def _check_trajectory(state: LatentState, node: str) -> None:
@@ -235,11 +265,12 @@ def _check_trajectory(state: LatentState, node: str) -> None:
                          f"then Candidate Decode.")
 
 
-def _append(previous: CandidateLatents | None, new: torch.Tensor, labels: tuple[int, ...]) -> CandidateLatents:
+def _append(previous: Candidates | None, new: torch.Tensor, labels: tuple[int, ...]) -> Candidates:
+    """The candidates so far (latents only) with `new` (K, B, 4, F, h, w) appended."""
     new = _cpu(new)
     if previous is None:
-        return CandidateLatents(new, labels)
-    return CandidateLatents(torch.cat([previous.latents, new]), previous.labels + labels)
+        return Candidates(None, new, labels)
+    return Candidates(None, torch.cat([previous.latents, new]), previous.labels + labels)
 
 
 class VideoPureGuidedDenoiseStep:
@@ -250,6 +281,9 @@ class VideoPureGuidedDenoiseStep:
     FUNCTION = "step"
     RETURN_TYPES = (LATENT, CANDIDATE_LATENTS)
     RETURN_NAMES = ("latent", "candidates")
+    OUTPUT_TOOLTIPS = ("The latent one DDIM step further down, for the next Guided Denoise Step.",
+                       "Every candidate made so far (latents), for Candidate Decode.")
+    SEARCH_ALIASES = ["denoise step", "guided step", "spatial temporal optimisation", "videopure step"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -263,21 +297,24 @@ class VideoPureGuidedDenoiseStep:
                                  guide_trajectory, final_candidate, warp_grad, flow,
                                  t_star=len(schedule.timesteps), ddim_steps=latent.ddim_steps)
         index = schedule.timesteps.index(t)
-        last = index == 0
-        progress = bridge.Progress({"denoise": 2 if last else 1})
+        last = index == 0  # the step from timestep 1 also makes the final candidate z_0^0
+        count = 2 if last else 1
+        progress = bridge.Progress({"denoise": count})
         with model.on_device() as device:
             lf = flow_for(flow, latent, config, device)
-            z0 = latent.z0.to(device)
-            result = denoise_step(model.eps_fn(), latent.z.to(device), t, z0, lf, schedule, config)
-            made, labels = [result.candidate], (index + 1,)
-            progress("denoise", 1, 2 if last else 1)
-            if last:
-                made.append(make_final_candidate(result.z_next, result.eps, t, z0, lf, schedule, config))
-                labels += (0,)
-                progress("denoise", 2, 2)
-        candidates = _append(latent.candidates, torch.stack(made), labels)
+            nets = model.pipeline_networks()
+            preview = _preview(nets) if bridge.previews_enabled() else None
+            steps = denoise_steps(nets.eps, latent.z.to(device), latent.z0.to(device), lf, schedule, config,
+                                  start=t)
+            made = []
+            for i in range(count):
+                made.append(next(steps))
+                if preview is not None:
+                    progress.preview(preview(made[-1].candidate))
+                progress("denoise", i + 1, count)
+        candidates = _append(latent.candidates, torch.stack([s.candidate for s in made]), tuple(s.label for s in made))
         next_t = FINISHED if last else schedule.timesteps[index - 1]
-        state = dataclasses.replace(latent, z=_cpu(result.z_next), t=next_t, candidates=candidates)
+        state = dataclasses.replace(latent, z=_cpu(made[0].z), t=next_t, candidates=candidates)
         return (state, candidates)
 
 
@@ -288,6 +325,8 @@ class VideoPureGuidedDenoise:
     FUNCTION = "denoise"
     RETURN_TYPES = (CANDIDATE_LATENTS,)
     RETURN_NAMES = ("candidates",)
+    OUTPUT_TOOLTIPS = ("The t_star + 1 candidates z_0^t* ... z_0^0 (latents), for Candidate Decode.",)
+    SEARCH_ALIASES = ["guided denoising", "denoise all", "videopure denoise"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -306,19 +345,10 @@ class VideoPureGuidedDenoise:
                                  t_star=t_star, ddim_steps=latent.ddim_steps)
         with model.on_device() as device:
             lf = flow_for(flow, latent, config, device)
-            latents = guided_denoise(model.eps_fn(), latent.z.to(device), latent.z0.to(device), lf, schedule, config,
-                                     bridge.Progress())
-        return (CandidateLatents(_cpu(latents), config.candidate_labels),)
-
-
-def pick_candidate(videos: torch.Tensor, labels: tuple[int, ...], candidate: int) -> torch.Tensor:
-    """The frames (B, F, H, W, 3) of candidate z_0^candidate (-1: the last one made) from (K, B, F, H, W, 3)."""
-    if candidate == -1:
-        return videos[-1]
-    if candidate not in labels:
-        raise ValueError(f"candidate={candidate} is not among the candidates z_0^t with t in {list(labels)}: pick "
-                         f"one of those, or -1 for the last one made.")
-    return videos[labels.index(candidate)]
+            nets = model.pipeline_networks()
+            latents = pipeline.denoise(nets, latent.z.to(device), latent.z0.to(device), lf, schedule, config,
+                                       bridge.hooks(preview=_preview(nets)))
+        return (Candidates(None, _cpu(latents), config.candidate_labels),)
 
 
 class VideoPureCandidateDecode:
@@ -328,13 +358,18 @@ class VideoPureCandidateDecode:
     FUNCTION = "decode"
     RETURN_TYPES = (CANDIDATES, "IMAGE", "IMAGE")
     RETURN_NAMES = ("candidates", "frames", "all_frames")
+    OUTPUT_TOOLTIPS = ("The decoded candidates, for Classifier Vote and Select Candidate.",
+                       "The frames of one candidate (the 'candidate' widget).",
+                       "The frames of every candidate, one candidate after the other.")
+    SEARCH_ALIASES = ["decode candidates", "vae decode video", "videopure decode"]
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
-                "candidates": (CANDIDATE_LATENTS,),
+                "model": MODEL_IN,
+                "candidates": (CANDIDATE_LATENTS, {"tooltip": "The candidates of the last Guided Denoise Step, or "
+                                                              "of Guided Denoise."}),
                 "candidate": ("INT", {"default": -1, "min": -1, "max": 1000, "tooltip": "Which candidate z_0^t "
                                       "'frames' shows: its t, or -1 for the last one made."}),
                 "chunk": CHUNK,
@@ -342,14 +377,11 @@ class VideoPureCandidateDecode:
         }
 
     def decode(self, model, candidates, candidate, chunk):
-        latents = candidates.latents
-        k, b = latents.shape[:2]
+        check_candidate(candidate, candidates.labels)  # before the decoding, not after it
         with model.on_device() as device:
-            pixels = decode_latents(model.vae, latents.flatten(0, 1).to(device), chunk, bridge.Progress())
-        videos = to_channels_last(_cpu(pixels).reshape(k, b, *pixels.shape[1:]))  # (K, B, F, H, W, 3)
-        decoded = Candidates(videos, latents, tuple(candidates.labels))
-        shown = pick_candidate(videos, decoded.labels, candidate)
-        return (decoded, bridge.video_to_image(shown), bridge.video_to_image(videos))
+            pixels = pipeline.decode(model.pipeline_networks(chunk), candidates.latents.to(device), bridge.hooks())
+        decoded = Candidates(_cpu(pixels), candidates.latents, tuple(candidates.labels))
+        return (decoded, bridge.video_to_image(decoded.pick(candidate)), bridge.video_to_image(decoded.videos))
 
 
 NODE_CLASS_MAPPINGS = {

@@ -1,11 +1,13 @@
 """Minimal stand-ins for the ComfyUI modules the node pack touches (comfy.utils, comfy.model_management,
-folder_paths), and a loader that imports the pack the way ComfyUI does: its top-level __init__.py as a package
+comfy.model_patcher, comfy.cli_args, folder_paths), and a loader that imports the pack the way ComfyUI does: its top-level __init__.py as a package
 under a path-derived name, so its relative imports are exercised.
 
     with comfy_stub.installed(tmp_path / "models") as comfy:
         pack = comfy_stub.load_pack()
         pack.NODE_CLASS_MAPPINGS[...]
         comfy.interrupt = True        # the next interrupt check raises InterruptProcessingException
+        comfy.loads                   # every load_models_gpu call: [(patcher, ...), ...]
+        comfy.previews = True         # as --preview-method auto: nodes send preview images with their progress
 """
 
 from __future__ import annotations
@@ -34,15 +36,20 @@ class StubState:
         self.models_dir = str(models_dir)
         self.interrupt = False
         self.progress: list[tuple[int, int]] = []  # every (value, total) a ProgressBar reported
+        self.previews: list = []  # every preview a ProgressBar got: ("JPEG", PIL image, max size)
         self.device = torch.device("cpu")
         self.offload = torch.device("cpu")
-        self.freed: list[int] = []
+        self.loads: list[tuple] = []  # the patchers of every load_models_gpu call
+        self.load_modes: list[bool] = []  # whether each load_models_gpu call ran in inference mode
+        self.show_previews = False
 
 
 def _modules(state: StubState) -> dict[str, types.ModuleType]:
     comfy = types.ModuleType("comfy")
     utils = types.ModuleType("comfy.utils")
     mm = types.ModuleType("comfy.model_management")
+    mp = types.ModuleType("comfy.model_patcher")
+    cli = types.ModuleType("comfy.cli_args")
     fp = types.ModuleType("folder_paths")
 
     class ProgressBar:
@@ -53,7 +60,11 @@ def _modules(state: StubState) -> dict[str, types.ModuleType]:
             if total is not None:
                 self.total = total
             self.current = min(value, self.total)
-            state.progress.append((self.current, self.total))
+            if preview is not None:
+                state.previews.append(preview)
+            else:
+                state.progress.append((self.current, self.total))
+            throw_exception_if_processing_interrupted()  # as ComfyUI's progress hook does
 
         def update(self, value):
             self.update_absolute(self.current + value)
@@ -74,9 +85,42 @@ def _modules(state: StubState) -> dict[str, types.ModuleType]:
     mm.should_use_fp16 = lambda device=None, **kw: False
     mm.should_use_bf16 = lambda device=None, **kw: False
     mm.soft_empty_cache = lambda force=False: None
-    mm.free_memory = lambda memory_required, device, keep_loaded=(): state.freed.append(memory_required)
+
+    class ModelPatcher:  # ComfyUI's, as far as the pack uses it (model, load/offload devices, the model's size)
+        def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
+            self.model, self.load_device, self.offload_device, self.size = model, load_device, offload_device, size
+            if not hasattr(model, "device"):
+                model.device = offload_device
+
+        def model_size(self):
+            return sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+
+    def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                        force_full_load=False):
+        state.loads.append(tuple(models))
+        state.load_modes.append(torch.is_inference_mode_enabled())
+        for m in models:  # as ComfyUI does: modules moved to the load device (here in whatever mode it runs in)
+            m.model.to(m.load_device)
+            m.model.device = m.load_device
+
+    mp.ModelPatcher = ModelPatcher
+    mm.load_models_gpu = load_models_gpu
+
+    class LatentPreviewMethod:
+        NoPreviews = "none"
+        Auto = "auto"
+
+    class Args:
+        preview_size = 512
+
+        @property
+        def preview_method(self):
+            return LatentPreviewMethod.Auto if state.show_previews else LatentPreviewMethod.NoPreviews
+
+    cli.LatentPreviewMethod, cli.args = LatentPreviewMethod, Args()
 
     fp.models_dir = state.models_dir
+    fp.get_input_directory = lambda: os.path.join(os.path.dirname(state.models_dir), "input")
     fp.supported_pt_extensions = {".ckpt", ".pt", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
     fp.folder_names_and_paths = {}
 
@@ -110,8 +154,9 @@ def _modules(state: StubState) -> dict[str, types.ModuleType]:
     fp.get_filename_list = get_filename_list
     fp.get_full_path = get_full_path
 
-    comfy.utils, comfy.model_management = utils, mm
-    return {"comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm, "folder_paths": fp}
+    comfy.utils, comfy.model_management, comfy.model_patcher, comfy.cli_args = utils, mm, mp, cli
+    return {"comfy": comfy, "comfy.utils": utils, "comfy.model_management": mm, "comfy.model_patcher": mp,
+            "comfy.cli_args": cli, "folder_paths": fp}
 
 
 @contextlib.contextmanager
@@ -119,7 +164,7 @@ def installed(models_dir):
     """Put the stand-ins into sys.modules (restoring whatever was there afterwards); yields their StubState."""
     state = StubState(Path(models_dir))
     Path(models_dir).mkdir(parents=True, exist_ok=True)
-    names = ["comfy", "comfy.utils", "comfy.model_management", "folder_paths"]
+    names = ["comfy", "comfy.utils", "comfy.model_management", "comfy.model_patcher", "comfy.cli_args", "folder_paths"]
     pack_names = [n for n in sys.modules if n == PACK_MODULE or n.startswith(PACK_MODULE + ".")]
     saved = {n: sys.modules.get(n) for n in names + pack_names}
     for n in pack_names:

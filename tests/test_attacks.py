@@ -15,7 +15,6 @@ from videopure_core.attacks import (
     check_eot,
     classifier_grad_fn,
     defence_grad_fn,
-    differentiable_flow_fn,
     eot_grad_fn,
     full_gradient_grad_fn,
     pgd,
@@ -23,7 +22,8 @@ from videopure_core.attacks import (
     tt_grad_fn,
     tt_weights,
 )
-from videopure_core.defences import Defence, DefenceOutput, NoDefence, TemporalShuffle, VideoPureDefence, WaveletDenoise
+from videopure_core.defences import Defence, NoDefence, TemporalShuffle, VideoPureDefence, WaveletDenoise, one_candidate
+from videopure_core.pipeline import Candidates
 
 
 def smooth_classifier(seed: int = 0, classes: int = 5) -> nn.Module:
@@ -46,8 +46,8 @@ class Candidates3(Defence):
     name = "three"
     gradient = "bpda"
 
-    def _candidates(self, video, generator, grad, callback):
-        return DefenceOutput(torch.stack([video, 1 - video, video.flip(-1)]), (2, 1, 0), {})
+    def _candidates(self, video, generator, grad, hooks):
+        return Candidates(torch.stack([video, 1 - video, video.flip(-1)]), None, (2, 1, 0))
 
 
 class NoisyDefence(Defence):
@@ -57,9 +57,9 @@ class NoisyDefence(Defence):
     gradient = "surrogate"
     stochastic = True
 
-    def _candidates(self, video, generator, grad, callback):
+    def _candidates(self, video, generator, grad, hooks):
         noise = torch.randn(video.shape, generator=generator) * 0.05
-        return DefenceOutput((video + noise).clamp(0, 1).unsqueeze(0), (0,), {})
+        return one_candidate((video + noise).clamp(0, 1))
 
     def surrogate(self, video, generator=None):
         return (video * video).unsqueeze(0)
@@ -209,12 +209,13 @@ def _fd_check(defence, classifier, x, y, hs=(3e-2, 1e-2)):
     return grad
 
 
+@pytest.mark.slow
 def test_full_gradient_matches_finite_differences(tiny_purifier):
     """Encode, temporal inversion, guided denoising (create_graph), decode and classifier, differentiated exactly.
 
     lambda_temp=0 keeps the guided loss smooth (the L1 warp term has kinks) so finite differences are meaningful.
     """
-    purifier = tiny_purifier(PurifyConfig(t_star=2, lambda_temp=0.0))
+    purifier = tiny_purifier(PurifyConfig(t_star=2).with_options(lambda_temp=0.0))
     classifier = smooth_classifier(classes=12)
     x = torch.rand(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
     y = torch.tensor([3])
@@ -228,13 +229,14 @@ def test_full_gradient_matches_finite_differences(tiny_purifier):
     assert not torch.allclose(grad, unguided, rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_full_gradient_through_flow(tiny_purifier):
     """flow_grad=True adds the path through the flow estimator (held fixed by default)."""
 
     def torch_flow(a, b):  # a differentiable toy flow estimator
         return (b - a).mean(1, keepdim=True).repeat(1, 2, 1, 1) * 3.0
 
-    purifier = tiny_purifier(PurifyConfig(t_star=1, lambda_temp=50.0, warp_grad=True), flow=torch_flow)
+    purifier = tiny_purifier(PurifyConfig(t_star=1).with_options(lambda_temp=50.0, warp_grad=True), flow=torch_flow)
     classifier = smooth_classifier(classes=12)
     x = torch.rand(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([2])
@@ -248,15 +250,17 @@ def test_differentiable_raft_flow():
     from videopure_core import RaftFlow, load_raft
 
     torch.manual_seed(0)
-    flow_fn = differentiable_flow_fn(RaftFlow(load_raft("raft_small", None), iters=2))
+    plain = RaftFlow(load_raft("raft_small", None), iters=2)
+    flow_fn = plain.replace(grad=True)
     a = torch.rand(1, 3, 16, 16, requires_grad=True)
     b = torch.rand(1, 3, 16, 16)
-    flow = flow_fn(a, b)
+    with torch.no_grad():  # differentiable even inside no_grad, as in a no-grad stage of the pipeline
+        flow = flow_fn(a, b)
     assert flow.shape == (1, 2, 16, 16) and flow.requires_grad
     (g,) = torch.autograd.grad(flow.sum(), a)
     assert float(g.abs().sum()) > 0
-    with torch.no_grad():  # the plain RaftFlow computes the same flow
-        assert torch.allclose(RaftFlow(flow_fn.model.model, iters=2)(a, b), flow, atol=1e-5)
+    same = plain(a, b)  # the plain RaftFlow computes the same flow, without a graph
+    assert torch.allclose(same, flow, atol=1e-5) and not same.requires_grad
 
 
 def test_full_gradient_refuses_non_differentiable():
@@ -283,3 +287,182 @@ def test_sanity_zero_gradient_and_eot_warnings(clips):
     assert live.flagged == []
     with pytest.warns(SanityWarning, match="stochastic"):
         assert "EOT" in check_eot(NoisyDefence(), 1)
+
+
+# --- batching, iterates, momentum, DiffAttack-style, flow attack, AutoAttack (issue 12) --------------------------
+
+
+class PerVideoNoise(Defence):
+    """Stochastic toy defence whose noise is drawn per video (so a batch of R copies is R independent draws)."""
+
+    name = "per-video-noise"
+    gradient = "bpda"
+    stochastic = True
+
+    def _candidates(self, video, generator, grad, hooks):
+        noise = torch.randn(video.shape, generator=generator) * 0.05
+        return Candidates(torch.stack([(video + noise).clamp(0, 1), (video * 0.9 + noise).clamp(0, 1)]), None, (1, 0))
+
+
+def test_batched_eot_and_tt_equal_one_call_per_draw_or_shift(clips):
+    from videopure_core.attacks.eot import expanded_calls
+
+    x, y = clips
+    classifier = smooth_classifier()
+    # deterministic inner GradFn: batched EOT/TT equal the one-call-per-draw/shift loops
+    inner = bpda_grad_fn(classifier, Candidates3())
+    for wrap in (lambda f, **kw: eot_grad_fn(f, 3, **kw), lambda f, **kw: tt_grad_fn(f, 2, "linear", **kw)):
+        loss_b, grad_b = wrap(inner)(x, y)
+        loss_s, grad_s = wrap(inner, batched=False)(x, y)
+        loss_c, grad_c = wrap(inner, max_batch=3)(x, y)  # chunked: one copy (2 videos) per call
+        assert torch.allclose(loss_b, loss_s, atol=1e-6) and torch.allclose(grad_b, grad_s, atol=1e-7)
+        assert torch.allclose(loss_c, loss_s, atol=1e-6) and torch.allclose(grad_c, grad_s, atol=1e-7)
+    # stochastic: the batched draws are the rows of one call on the repeated batch
+    defence = PerVideoNoise()
+    loss, grad = eot_grad_fn(bpda_grad_fn(classifier, defence, torch.Generator().manual_seed(4)), 3)(x, y)
+    single = bpda_grad_fn(classifier, defence, torch.Generator().manual_seed(4))
+    losses, grads = expanded_calls(single, [x] * 3, y, None)
+    assert torch.allclose(loss, torch.stack(losses).mean(0)) and torch.allclose(grad, torch.stack(grads).mean(0))
+    assert not torch.allclose(grads[0], grads[1])  # three different draws
+    calls = []
+    counting = lambda xx, yy: (calls.append(xx.shape[0]), single(xx, yy))[1]  # noqa: E731
+    eot_grad_fn(counting, 5, max_batch=4)(x, y)
+    assert calls == [4, 4, 2]  # 5 draws of 2 videos, at most 4 videos per call
+
+
+def test_bpda_one_classifier_call_for_all_candidates(clips):
+    x, y = clips
+    classifier = smooth_classifier()
+    seen = []
+    counting = nn.Sequential()
+    counting.forward = lambda v: (seen.append(v.shape[0]), classifier(v))[1]
+    loss, grad = bpda_grad_fn(counting, Candidates3())(x, y)
+    assert seen == [6]  # K=3 candidates x B=2 videos in one call
+    seen.clear()
+    loss2, grad2 = bpda_grad_fn(counting, Candidates3(), max_batch=4)(x, y)
+    assert seen == [4, 2] and torch.allclose(loss, loss2) and torch.allclose(grad, grad2, atol=1e-7)
+
+
+def test_iterate_predictions_are_the_defended_votes_at_each_iterate(clips):
+    from videopure_core.attacks import IteratePredictions
+    from videopure_core.defences import defend_and_vote
+
+    x, y = clips
+    classifier, defence = smooth_classifier(), Candidates3()
+    for wrap in (lambda f: f, lambda f: tt_grad_fn(f, 1), lambda f: eot_grad_fn(f, 2)):
+        probe, kept = IteratePredictions(), {}
+        pgd(wrap(bpda_grad_fn(classifier, defence, probe=probe)), x, y, 8 / 255, 4 / 255, steps=3, probe=probe,
+            keep=(0, 1, 2), iterates=kept, generator=torch.Generator().manual_seed(0))
+        assert probe.predictions.shape == (3, 2)
+        for i in range(3):
+            assert torch.equal(probe.predictions[i], defend_and_vote(defence, classifier, kept[i]).winner)
+    # a GradFn that never runs the defence leaves no predictions
+    probe = IteratePredictions()
+    pgd(classifier_grad_fn(classifier), x, y, steps=2, probe=probe)
+    assert probe.predictions is None
+
+
+def test_mi_fgsm_momentum_accumulates_l1_normalised_gradients(clips):
+    x, y = clips
+    grads = [torch.randn(x.shape, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    calls = iter(grads)
+    grad_fn = lambda xx, yy: (torch.zeros(xx.shape[0]), next(calls))  # noqa: E731
+    x_adv, _ = pgd(grad_fn, x, y, eps=1.0, step=0.01, steps=3, random_start=False, momentum=1.0)
+    velocity = None
+    expected = x.clone()
+    for g in grads:
+        unit = g / g.flatten(1).abs().sum(1).view(-1, 1, 1, 1, 1)
+        velocity = unit if velocity is None else velocity + unit
+        expected = (expected + 0.01 * velocity.sign()).clamp(0, 1)
+    assert torch.allclose(x_adv, expected)
+
+
+def test_diffattack_loss_is_ce_plus_deviation(tiny_purifier):
+    from videopure_core.attacks import deviation_loss, diffattack_grad_fn, reconstruction_trajectory
+
+    purifier = tiny_purifier(PurifyConfig(t_star=2).with_options(lambda_temp=0.0))
+    defence = VideoPureDefence(purifier)
+    classifier = smooth_classifier(classes=12)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 4, 32, 32, generator=g) * 0.8 + 0.1
+    x_adv = (x + 0.03 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    y = torch.tensor([3])
+    reference = reconstruction_trajectory(defence, x)
+    assert len(reference) == 3 and reference[0].shape == (1, 4, 4, 4, 4)  # t*+1 reconstructions
+    assert float(deviation_loss(reference, reference)) == 0.0
+    ce_loss, ce_grad = full_gradient_grad_fn(classifier, defence)(x_adv, y)
+    loss, grad = diffattack_grad_fn(classifier, defence, reference, dev_weight=2.0)(x_adv, y)
+    deviation = deviation_loss(reconstruction_trajectory(defence, x_adv), reference)
+    assert float(deviation) > 0
+    assert torch.allclose(loss, ce_loss + 2.0 * deviation, atol=1e-5)
+    assert not torch.allclose(grad, ce_grad, rtol=1e-3)
+    # the deviation term's gradient is the autograd gradient of that term
+    _, zero_weight = diffattack_grad_fn(classifier, defence, reference, dev_weight=0.0)(x_adv, y)
+    assert torch.allclose(zero_weight, ce_grad, atol=1e-8)
+
+
+def test_ddpm_reconstructions_reach_the_diffattack_loss(tiny_purifier):
+    import dataclasses
+
+    from videopure_core.attacks import reconstruction_trajectory
+    from videopure_core.defences import DiffPureDDPM
+
+    purifier = tiny_purifier(PurifyConfig())
+    networks = purifier.networks
+    purifier.networks = lambda **kw: dataclasses.replace(networks(**kw), eps=lambda z, t: torch.zeros_like(z))
+    trajectory = reconstruction_trajectory(DiffPureDDPM(purifier), torch.rand(1, 3, 2, 16, 16),
+                                           torch.Generator().manual_seed(0))
+    assert len(trajectory) == 101  # one x0_hat per ancestral step
+
+
+def test_flow_deviation_gradient(clips):
+    from videopure_core.attacks import flow_deviation_grad_fn, reference_flow, sum_grad_fns
+
+    x, y = clips
+
+    def flow_fn(a, b):  # differentiable toy flow
+        return torch.cat([(b - a).mean(1, keepdim=True), (a * b).mean(1, keepdim=True)], 1) * 4.0
+
+    ref = reference_flow(flow_fn, x)
+    loss0, _ = flow_deviation_grad_fn(flow_fn, ref)(x, y)
+    assert float(loss0.abs().max()) < 1e-5  # no deviation at the clean video
+    x2 = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    loss, grad = flow_deviation_grad_fn(flow_fn, ref, flow_weight=0.5)(x2, y)
+    xr = x2.clone().requires_grad_(True)
+    from videopure_core.flow import video_flow
+
+    epe = (video_flow(flow_fn, xr)[0] - ref).pow(2).sum(2).add(1e-12).sqrt().flatten(1).mean(1) * 0.5
+    assert torch.allclose(loss, epe.detach(), atol=1e-6)
+    assert torch.allclose(grad, torch.autograd.grad(epe.sum(), xr)[0], atol=1e-7)
+    both_loss, both_grad = sum_grad_fns(classifier_grad_fn(smooth_classifier()), flow_deviation_grad_fn(flow_fn, ref))(x2, y)
+    c_loss, c_grad = classifier_grad_fn(smooth_classifier())(x2, y)
+    assert torch.allclose(both_loss, c_loss + 2 * loss, atol=1e-5)
+
+
+def test_defended_model_for_art_is_bpda_straight_through(clips):
+    from videopure_core.attacks import DefendedModel
+
+    x, y = clips
+    classifier = smooth_classifier()
+    model = DefendedModel(classifier, Candidates3())
+    xr = x.clone().requires_grad_(True)
+    out = model(xr)
+    cands = torch.stack([x, 1 - x, x.flip(-1)])
+    expected = classifier(cands.flatten(0, 1)).log_softmax(-1).view(3, 2, -1).mean(0)
+    assert torch.allclose(out, expected, atol=1e-6)
+    (g,) = torch.autograd.grad(out[:, 1].sum(), xr)
+    cr = cands.clone().requires_grad_(True)
+    (gc,) = torch.autograd.grad(classifier(cr.flatten(0, 1)).log_softmax(-1).view(3, 2, -1).mean(0)[:, 1].sum(), cr)
+    assert torch.allclose(g, gc.sum(0), atol=1e-7)  # identity backward through every candidate
+
+
+def test_autoattack_with_art_stays_in_the_ball(clips):
+    pytest.importorskip("art")
+    pytest.importorskip("multiprocess")
+    from videopure_core.attacks import autoattack
+
+    x, y = clips
+    classifier = smooth_classifier()
+    adv = autoattack(classifier, Candidates3(), x, y, eps=8 / 255, steps=3, eot_reps=1)
+    assert adv.shape == x.shape and float((adv - x).abs().max()) <= 8 / 255 + 1e-6
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1

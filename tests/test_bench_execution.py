@@ -1,37 +1,26 @@
-"""Execution options of the core (autocast, channels_last, compile, unet_batch, VAE tiling): they change how the
-networks run, not what the stages compute, and the defaults are a plain float32 call."""
+"""Runtime options of the core (device, dtype, autocast, channels_last, compile, unet_batch, chunk): they change how
+the networks run, not what the stages compute, and the defaults are a plain float32 call."""
 
 import copy
 
 import pytest
 import torch
 
-from videopure_core import MODELSCOPE_SCHEDULER_CONFIG, Purifier, PurifyConfig, decode_latents, unet_eps_fn
-from videopure_core import execution
+from videopure_core import MODELSCOPE_SCHEDULER_CONFIG, DiffusionModels, Purifier, PurifyConfig, Runtime, unet_eps_fn
 
 from conftest import constant_flow_fn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread for this file: tiny models gain nothing from two, and two threads on a busy 2-core box
-    spin against each other (10x slower). The previous setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _purifier(tiny_models, **changes):
+def _purifier(tiny_models, **runtime):
     """A Purifier on private copies of the tiny models, t*=2 to keep the tests short."""
     unet, vae, emb = (copy.deepcopy(m) if isinstance(m, torch.nn.Module) else m for m in tiny_models)
-    config = PurifyConfig(t_star=2, **changes)
-    return Purifier(unet, vae, MODELSCOPE_SCHEDULER_CONFIG, emb, constant_flow_fn(1.0, 0.0), config)
+    models = DiffusionModels(unet, vae, MODELSCOPE_SCHEDULER_CONFIG, emb)
+    return Purifier(models, constant_flow_fn(1.0, 0.0), PurifyConfig(t_star=2), Runtime(**runtime))
 
 
 @pytest.fixture(scope="module")
 def clip():
-    return torch.rand(4, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    return torch.rand(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +58,8 @@ def _conv_output_dtypes(module):
 def test_autocast_runs_the_chosen_networks_in_bf16_and_keeps_latents_fp32(tiny_models, clip, reference):
     for networks, unet_dtype in ((("unet", "vae", "flow"), torch.bfloat16), (("vae", "flow"), torch.float32)):
         p = _purifier(tiny_models, autocast="bfloat16", autocast_networks=networks)
-        unet_seen, h1 = _conv_output_dtypes(p.unet)
-        vae_seen, h2 = _conv_output_dtypes(p.vae.decoder)
+        unet_seen, h1 = _conv_output_dtypes(p.models.unet)
+        vae_seen, h2 = _conv_output_dtypes(p.models.vae.decoder)
         try:
             out = p.purify(clip)
         finally:
@@ -87,8 +76,9 @@ def test_autocast_runs_the_chosen_networks_in_bf16_and_keeps_latents_fp32(tiny_m
 
 def test_channels_last_converts_the_2d_convolutions_only_and_keeps_numerics(tiny_models, clip, reference):
     p = _purifier(tiny_models, channels_last=True)
-    conv2d = [m.weight for m in list(p.vae.modules()) + list(p.unet.modules()) if isinstance(m, torch.nn.Conv2d)]
-    conv3d = [m.weight for m in p.unet.modules() if isinstance(m, torch.nn.Conv3d)]
+    m = p.models
+    conv2d = [w.weight for w in list(m.vae.modules()) + list(m.unet.modules()) if isinstance(w, torch.nn.Conv2d)]
+    conv3d = [w.weight for w in m.unet.modules() if isinstance(w, torch.nn.Conv3d)]
     assert conv2d and all(w.is_contiguous(memory_format=torch.channels_last) for w in conv2d)
     assert conv3d and all(w.is_contiguous() for w in conv3d)
     out = p.purify(clip)
@@ -100,35 +90,35 @@ def test_compile_option_compiles_unet_and_vae_once_and_keeps_results(tiny_models
     compiled = []
 
     def fake_compile(fn, mode=None):  # records what would be compiled; runs it eagerly
-        compiled.append((getattr(fn, "__name__", type(fn).__name__), mode))
+        compiled.append(getattr(fn, "__name__", type(fn).__name__))
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    p = _purifier(tiny_models, compile=True, compile_mode="max-autotune")
-    assert sorted(compiled) == [("UNet3DConditionModel", "max-autotune"), ("decode", "max-autotune"),
-                                ("encode", "max-autotune")]
-    assert isinstance(p._vae_run, execution.CompiledVAE) and p.vae is not p._vae_run
+    p = _purifier(tiny_models, compile=True)
+    nets = p.networks()  # the VAE adapter compiles encode and decode when the networks are made
+    assert sorted(compiled) == ["UNet3DConditionModel", "decode", "encode"]
     assert torch.equal(p.purify(clip).latents, reference.latents)
+    p.networks(grad=True)
+    assert len(compiled) == 3 and not nets.grad  # differentiable networks run eagerly: nothing more compiled
 
 
-def test_vae_tiling_decodes_through_diffusers_tiles_and_restores_the_module(tiny_models):
-    vae = copy.deepcopy(tiny_models[1])  # sample_size 32: latents larger than 4x4 are tiled
-    calls = []
-    original = vae.tiled_decode
-    vae.tiled_decode = lambda *a, **k: calls.append(a[0].shape) or original(*a, **k)
-    z = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(2))
-    plain = decode_latents(vae, z)
-    tiled = decode_latents(vae, z, tiled=True)
-    assert calls and not vae.use_tiling
-    assert tiled.shape == plain.shape == (1, 3, 2, 64, 64)
-    assert 0.0 <= float(tiled.min()) and float(tiled.max()) <= 1.0
+def test_runtime_device_and_dtype_are_honoured(tiny_models, clip, reference):
+    p = _purifier(tiny_models, dtype="bfloat16", device="cpu")
+    assert {w.dtype for w in p.models.unet.parameters()} == {torch.bfloat16}
+    assert {w.dtype for w in p.models.vae.parameters()} == {torch.bfloat16} and p.device == torch.device("cpu")
+    out = p.purify(clip)
+    assert out.latents.dtype == torch.float32  # latent arithmetic stays float32
+    assert 0 < float((out.videos - reference.videos).abs().mean()) < 0.05
+    with pytest.raises(ValueError, match="not a torch device"):
+        Runtime(device="gpu0")
 
 
 @pytest.mark.parametrize(
     "changes, message",
     [({"autocast": "int8"}, "autocast"), ({"unet_batch": 0}, "unet_batch"),
-     ({"autocast_networks": ("classifier",)}, "autocast_networks")],
+     ({"autocast_networks": ("classifier",)}, "autocast_networks"), ({"chunk": 0}, "chunk"),
+     ({"dtype": "float64"}, "dtype")],
 )
 def test_bad_execution_options_are_rejected_with_the_field_named(changes, message):
     with pytest.raises(ValueError, match=message):
-        PurifyConfig(**changes)
+        Runtime(**changes)

@@ -1,6 +1,9 @@
+import pytest
+
 from videopure_core.cli import main
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_writes_the_picture(tmp_path, capsys):
     out = tmp_path / "demo.png"
     assert main(["demo", "--frames", "4", "--size", "32", "--t-star", "2", "--out", str(out)]) == 0

@@ -1,5 +1,6 @@
 """Defences: one interface, shapes and ranges, their algorithms against references, specs and declarations."""
 
+import dataclasses
 import math
 
 import pytest
@@ -22,16 +23,22 @@ from videopure_core.defences import (
     jpeg_frames,
     noise_latent,
     parse_spec,
-    parse_value,
     wavelet_denoise,
 )
-from videopure_core.video import to_channels_first
+from videopure_core.options import parse_value
 
 
 @pytest.fixture
 def batch(video):
     """Two different (B=2) videos (2, 3, 6, 32, 32) in [0,1]."""
-    return torch.stack([to_channels_first(video[None])[0], to_channels_first(video.flip(1)[None])[0]])
+    return torch.cat([video, video.flip(2)])
+
+
+def without_unet(purifier):
+    """The purifier with eps = 0 instead of the UNet (DiffPure-DDPM's 101 steps in no time)."""
+    networks = purifier.networks
+    purifier.networks = lambda **kw: dataclasses.replace(networks(**kw), eps=lambda z, t: torch.zeros_like(z))
+    return purifier
 
 
 def smooth_image(n: int = 32) -> torch.Tensor:
@@ -39,12 +46,12 @@ def smooth_image(n: int = 32) -> torch.Tensor:
     return torch.stack([s[None, :] * s[:, None], 0.5 + 0.4 * torch.sin(6 * s)[None, :].expand(n, n), s[:, None].expand(n, n)])
 
 
+@pytest.mark.slow
 def test_every_defence_has_the_interface(tiny_purifier, batch):
     purifier = tiny_purifier(PurifyConfig(t_star=2))
     for name in DEFENCES:
-        defence = build_defence(name, purifier)
-        if name == "diffpure-ddpm":
-            defence.purifier.eps_fn = lambda z, t: torch.zeros_like(z)  # 101 tiny steps, no UNet (speed)
+        defence = build_defence(name, without_unet(tiny_purifier(PurifyConfig(t_star=2))) if name == "diffpure-ddpm"
+                                else purifier)
         out = defence.candidates(batch, torch.Generator().manual_seed(0))
         k = 3 if name == "videopure" else 1
         assert out.videos.shape == (k, *batch.shape), name
@@ -57,15 +64,17 @@ def test_every_defence_has_the_interface(tiny_purifier, batch):
     assert stochastic == {"diffpure-ddim", "diffpure-ddpm", "shuffle"}
 
 
+@pytest.mark.slow
 def test_videopure_defence_is_the_purifier(tiny_purifier, batch):
     purifier = tiny_purifier(PurifyConfig(t_star=2))
     out = VideoPureDefence(purifier).candidates(batch)
-    reference = purifier.purify(batch.permute(0, 2, 3, 4, 1))
+    reference = purifier.purify(batch)
     assert out.labels == (2, 1, 0)
-    assert torch.equal(out.videos, reference.videos.permute(0, 1, 5, 2, 3, 4))
+    assert torch.equal(out.videos, reference.videos) and torch.equal(out.latents, reference.latents)
     assert {"encode", "flow", "invert", "denoise", "decode"} <= set(out.timings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["videopure", "ddim-inversion", "diffpure-ddim"])
 def test_differentiable_forward_equals_plain_forward(tiny_purifier, batch, name):
     """grad=True (checkpointed, create_graph) computes the same candidates as the no-grad forward."""
@@ -77,12 +86,13 @@ def test_differentiable_forward_equals_plain_forward(tiny_purifier, batch, name)
     assert torch.allclose(plain, graph.detach(), atol=2e-5)
 
 
+@pytest.mark.slow
 def test_ddim_inversion_baseline_is_the_plain_config(tiny_purifier, batch):
     purifier = tiny_purifier(PurifyConfig(t_star=2))
     out = build_defence("ddim-inversion", purifier).candidates(batch)
-    plain = purifier.with_config(temporal=False, guidance=False).purify(batch.permute(0, 2, 3, 4, 1))
+    plain = purifier.with_config(temporal=False, guidance=False).purify(batch)
     assert out.videos.shape[0] == 1
-    assert torch.allclose(out.videos[0], plain.videos[-1].permute(0, 4, 1, 2, 3), atol=1e-5)  # z_0^0: the final latent
+    assert torch.allclose(out.videos[0], plain.videos[-1], atol=1e-5)  # z_0^0: the final latent
     vp = build_defence("videopure", purifier).candidates(batch).videos[-1]
     assert not torch.allclose(out.videos[0], vp, atol=1e-4)
 
@@ -117,14 +127,16 @@ def test_ddpm_step_matches_diffusers():
 
 
 def test_diffpure_ddpm_walks_the_training_grid(tiny_purifier, batch):
-    defence = DiffPureDDPM(tiny_purifier(PurifyConfig()))
+    purifier = tiny_purifier(PurifyConfig())
     seen = []
 
     def eps_fn(z, t):
         seen.append(t)
         return torch.zeros_like(z)
 
-    defence.purifier.eps_fn = eps_fn
+    networks = purifier.networks
+    purifier.networks = lambda **kw: dataclasses.replace(networks(**kw), eps=eps_fn)
+    defence = DiffPureDDPM(purifier)
     a = defence.candidates(batch, torch.Generator().manual_seed(0)).videos
     assert seen == list(range(101, 0, -1))  # 101 ancestral steps from t = 101
     b = defence.candidates(batch, torch.Generator().manual_seed(1)).videos
@@ -205,8 +217,12 @@ def test_specs_and_errors(tiny_purifier):
     purifier = tiny_purifier(PurifyConfig())
     d = build_defence("videopure:guidance=false:single_candidate=0", purifier)
     assert d.name == "videopure:guidance=false:single_candidate=0"
-    assert d.config.guidance is False and d.config.candidate_labels == (0,)
-    assert purifier.config.guidance is True  # the base purifier is untouched
+    assert d.config.guidance.enabled is False and d.config.candidate_labels == (0,)
+    assert purifier.config.guidance.enabled is True  # the base purifier is untouched
+    assert build_defence("videopure:flow_grad=true:lambda_reference=32x28x28", purifier).flow_grad
+    assert build_defence("ddim-inversion:checkpoint=false", purifier).config.guidance.enabled is False
+    with pytest.raises(ValueError, match="Unknown VideoPure option 'flow_grad'"):
+        build_defence("diffpure-ddim:flow_grad=true", purifier)
     assert build_defence("jpeg:quality=30", purifier).quality == 30
     assert build_defence("wavelet:levels=2", None).levels == 2
     with pytest.raises(ValueError, match="Unknown defence 'median'"):
@@ -219,3 +235,64 @@ def test_specs_and_errors(tiny_purifier):
         build_defence("jpeg:50", None)
     with pytest.raises(ValueError, match=r"\(B, 3, F, H, W\)"):
         build_defence("none").candidates(torch.rand(3, 4, 8, 8))
+
+
+def test_ddpm_last_step_noise_option(tiny_purifier, batch):
+    """Default: noise on the step t=1 -> 0 too (the release's DDPMScheduler adds it whenever t > 0); the option
+    gives the noiseless last step. With eps = 0 the two differ only by that last draw."""
+    seen = []
+
+    def eps_fn(z, t):
+        seen.append(t)
+        return torch.zeros_like(z)
+
+    purifier = tiny_purifier(PurifyConfig())
+    networks = purifier.networks
+    purifier.networks = lambda **kw: dataclasses.replace(networks(**kw), eps=eps_fn)
+    noisy = build_defence("diffpure-ddpm", purifier)
+    plain = build_defence("diffpure-ddpm:last_step_noise=false", purifier)
+    assert noisy.last_step_noise and not plain.last_step_noise
+    a = noisy.candidates(batch, torch.Generator().manual_seed(0)).latents[0]
+    b = plain.candidates(batch, torch.Generator().manual_seed(0)).latents[0]
+    assert not torch.allclose(a, b, atol=1e-6)
+    # the first 100 steps draw the same noise; the last step's std is sigma_1
+    alphas = purifier.schedule.alphas_cumprod
+    sigma_1 = math.sqrt((1 - alphas[0]) / (1 - alphas[1]) * (1 - alphas[1] / alphas[0]))
+    assert 0.5 * sigma_1 < float((a - b).std()) < 1.5 * sigma_1
+
+
+def test_unique_flow_runs_raft_once_per_distinct_pair():
+    from videopure_core.defences.videopure import UniqueFlow
+
+    calls = []
+
+    def flow_fn(a, b):
+        calls.append(a.shape[0])
+        return torch.cat([(b - a).mean(1, keepdim=True), (a + b).mean(1, keepdim=True)], 1)
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(5, 3, 8, 8, generator=g)
+    first, second = frames[[0, 1, 2, 0, 1, 3, 0]], frames[[1, 2, 3, 1, 2, 4, 1]]  # 4 distinct pairs of 7
+    out = UniqueFlow(flow_fn, chunk=3)(first, second)
+    assert torch.allclose(out, flow_fn(first, second), atol=1e-6)
+    assert calls[:2] == [3, 1]  # 4 distinct pairs in chunks of 3
+
+
+def test_videopure_batched_shifts_equal_one_video_at_a_time(tiny_purifier, batch):
+    """TT's shifted copies as one batch (distinct flow pairs once) give the candidates of each copy alone."""
+    from conftest import constant_flow_fn
+
+    calls = []
+    inner = constant_flow_fn(1.0, 0.0)
+
+    def flow_fn(a, b):
+        calls.append(a.shape[0])
+        return inner(a, b)
+
+    defence = VideoPureDefence(tiny_purifier(PurifyConfig(t_star=2), flow=flow_fn))
+    copies = [torch.roll(batch[:1], s, dims=2) for s in (0, 1, -1, 2)]
+    together = defence.candidates(torch.cat(copies)).videos
+    assert sum(calls) == 6  # the 6 cyclic pairs of the one video, not 4 x 5 pairs
+    for i, c in enumerate(copies):
+        alone = defence.candidates(c).videos[:, 0]
+        assert torch.allclose(together[:, i], alone, atol=1e-5)

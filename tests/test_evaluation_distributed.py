@@ -1,6 +1,7 @@
 """Sharding with torch.distributed: two CPU processes (gloo) under torchrun, each writing its records, rank 0 merging."""
 
 import json
+import pytest
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_two_processes_shard_and_rank0_merges(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -96,7 +96,12 @@ def test_raft_adapter_upsamples_small_frames_and_rescales_flow():
     assert raft.seen[-1][1] >= 0.0
 
 
-def test_real_raft_small_runs_on_a_small_real_clip():
+def test_real_raft_small_on_a_small_real_clip_is_torchvisions_raft_resized():
+    """The latent flow of a real clip through a real torchvision RAFT equals the raw calls: frames upsampled 2x to
+    RAFT's 128 px minimum, mapped to [-1,1], the last of RAFT's refinements, brought back (resized, /2), then
+    resized to the 8x8 latent grid with vectors /8."""
+    import torch.nn.functional as F
+
     from videopure_core import load_raft
 
     torch.manual_seed(0)
@@ -104,7 +109,15 @@ def test_real_raft_small_runs_on_a_small_real_clip():
     clip = bundled_clip("17", frames=3, size=64)
     video = clip.permute(3, 0, 1, 2).unsqueeze(0)
     lf = latent_flow(RaftFlow(raft, iters=2), video, (8, 8))
-    assert lf.forward.shape == (1, 2, 2, 8, 8) and torch.isfinite(lf.forward).all()
+    assert lf.forward.shape == (1, 2, 2, 8, 8)
+    frames = F.interpolate(video[0].transpose(0, 1), size=(128, 128), mode="bilinear", align_corners=False) * 2 - 1
+    with torch.no_grad():
+        predictions = raft(frames[:-1], frames[1:], num_flow_updates=2)
+    assert len(predictions) == 2 and not torch.allclose(predictions[0], predictions[1])  # the last one is used
+    pixels = F.interpolate(predictions[-1], size=(64, 64), mode="bilinear", align_corners=False) / 2
+    expected = F.interpolate(pixels, size=(8, 8), mode="bilinear", align_corners=False) / 8
+    assert float(expected.abs().max()) > 0.05  # a flow worth comparing (RAFT's initial weights, not trained)
+    assert torch.allclose(lf.forward[0], expected, atol=1e-5)
 
 
 def test_consistency_mask_keeps_consistent_and_drops_inconsistent_flow():
@@ -128,3 +141,23 @@ def test_latent_flow_builds_backward_flow_and_masks_on_request():
     assert torch.allclose(lf.forward, torch.full_like(lf.forward, 1 / 8))
     plain = latent_flow(shift, video, (4, 4))
     assert plain.backward is None and plain.forward_mask is None
+
+
+def test_resize_flow_scales_each_axis_by_its_own_factor():
+    """(64, 48) -> (8, 12): rows shrink 8x, columns 4x, so a flow of (dx, dy) = (8, 8) pixels becomes (2, 1) on the new
+    grid (issue 15, item 1: equal factors, as in the test above, cannot tell the axes apart)."""
+    flow = torch.full((1, 2, 2, 64, 48), 8.0)
+    out = resize_flow(flow, (8, 12))
+    assert out.shape == (1, 2, 2, 8, 12)
+    assert torch.equal(out[:, :, 0], torch.full((1, 2, 8, 12), 2.0))  # dx * 12 / 48
+    assert torch.equal(out[:, :, 1], torch.full((1, 2, 8, 12), 1.0))  # dy * 8 / 64
+    # a flow that varies along one axis: bilinear resizing (align_corners False) keeps a linear ramp linear, so
+    # sampling a ramp dx = x (in input pixels) at output column j (centre at input x = (j + 0.5) * 4 - 0.5) and
+    # scaling by 1/4 gives ((j + 0.5) * 4 - 0.5) / 4 away from the borders (which clamp)
+    ramp = torch.zeros(1, 1, 2, 64, 48)
+    ramp[:, :, 0] = torch.arange(48.0)
+    ramp[:, :, 1] = torch.arange(64.0).view(64, 1)
+    out = resize_flow(ramp, (8, 12))
+    j, i = torch.arange(1, 11.0), torch.arange(1, 7.0)
+    assert torch.allclose(out[0, 0, 0, 3, 1:11], ((j + 0.5) * 4 - 0.5) / 4, atol=1e-5)
+    assert torch.allclose(out[0, 0, 1, 1:7, 5], ((i + 0.5) * 8 - 0.5) / 8, atol=1e-5)

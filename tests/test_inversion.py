@@ -15,7 +15,7 @@ def smooth_eps(z, t):
 def test_plain_inversion_round_trip_recovers_z0_in_float64():
     g = torch.Generator().manual_seed(0)
     z0 = torch.randn(2, 4, 3, 4, 4, generator=g, dtype=torch.float64)
-    config = PurifyConfig(ddim_steps=1000, t_star=500, temporal=False, guidance=False)
+    config = PurifyConfig(ddim_steps=1000, t_star=500).with_options(temporal=False, guidance=False)
     sched = make_schedule(MODELSCOPE_SCHEDULER_CONFIG, config.ddim_steps, config.t_star)
     z_t = ddim_invert(smooth_eps, z0, sched, temporal=False)
     assert (z_t - z0).abs().max() > 0.5  # it really moved
@@ -28,7 +28,7 @@ def test_round_trip_error_shrinks_with_more_steps():
     z0 = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     errors = []
     for steps, t_star in [(50, 5), (500, 50)]:  # both reach timestep ~100
-        config = PurifyConfig(ddim_steps=steps, t_star=t_star, temporal=False, guidance=False)
+        config = PurifyConfig(ddim_steps=steps, t_star=t_star).with_options(temporal=False, guidance=False)
         sched = make_schedule(MODELSCOPE_SCHEDULER_CONFIG, steps, t_star)
         z_t = ddim_invert(smooth_eps, z0, sched, temporal=False)
         errors.append(float((guided_denoise(smooth_eps, z_t, z0, None, sched, config)[-1] - z0).abs().max()))

@@ -80,19 +80,31 @@ def test_empty_prompt_embedding_is_cached_and_text_encoder_not_needed_again(mode
 
 def test_fp16_variant_folders_load(tmp_path):
     folder = tmp_path / "fp16"
-    tiny_unet(0).save_pretrained(folder / "unet", variant="fp16")
-    tiny_vae(1).save_pretrained(folder / "vae", variant="fp16")
+    tiny_unet(0).half().save_pretrained(folder / "unet", variant="fp16")  # fp16 values, as downloaded
+    tiny_vae(1).half().save_pretrained(folder / "vae", variant="fp16")
     (folder / "scheduler").mkdir()
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(MODELSCOPE_SCHEDULER_CONFIG))
     save_file({"embedding": torch.zeros(1, 8, 32)}, str(folder / EMBEDDING_FILE))
     m = load_diffusion(folder)
-    assert next(m.unet.parameters()).dtype == torch.float32
+    # the fp16 files' values, read into float32: the tiny models' weights rounded through fp16
+    for loaded, source in ((m.unet, tiny_unet(0)), (m.vae, tiny_vae(1))):
+        assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+        for (name, a), b in zip(loaded.state_dict().items(), source.state_dict().values()):
+            assert torch.equal(a, b.half().float()), name
 
 
-def test_purifier_from_pretrained_runs(model_folder):
-    folder = model_folder[0]
-    p = Purifier.from_pretrained(str(folder), config=PurifyConfig(lambda_temp=0.0, t_star=2))
-    assert p.purify(torch.rand(3, 32, 32, 3)).videos.shape == (3, 1, 3, 32, 32, 3)
+def test_purifier_from_pretrained_purifies_like_the_saved_models(model_folder):
+    from videopure_core import DiffusionModels
+
+    folder, unet, vae, embedding = model_folder
+    config = PurifyConfig(t_star=2).with_options(lambda_temp=0.0)
+    p = Purifier.from_pretrained(str(folder), config=config)
+    video = torch.rand(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    got = p.purify(video)
+    assert got.videos.shape == (3, 1, 3, 3, 32, 32)
+    saved = DiffusionModels(unet, vae, dict(MODELSCOPE_SCHEDULER_CONFIG), embedding)
+    expected = Purifier(saved, None, config).purify(video)
+    assert torch.equal(got.latents, expected.latents) and torch.equal(got.videos, expected.videos)
 
 
 def test_missing_folders_and_files_name_the_path(tmp_path, model_folder):

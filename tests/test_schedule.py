@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from videopure_core import MODELSCOPE_SCHEDULER_CONFIG, PurifyConfig, make_schedule
+from videopure_core import MODELSCOPE_SCHEDULER_CONFIG, PurifyConfig, Runtime, make_schedule
 
 
 def test_fifty_step_grid_and_purification_timesteps():
@@ -45,9 +45,21 @@ def test_config_validation_and_ablation_labels():
     with pytest.raises(ValueError, match="single_candidate"):
         PurifyConfig(single_candidate=7)
     with pytest.raises(ValueError, match="variance_weight"):
-        PurifyConfig(variance_weight="sqrt")
+        PurifyConfig().with_options(variance_weight="sqrt")
     with pytest.raises(ValueError, match="dtype"):
-        PurifyConfig(dtype="float64")
+        Runtime(dtype="float64")
+    with pytest.raises(ValueError, match="Unknown VideoPure option 'dtype'.*belong to Runtime"):
+        PurifyConfig().with_options(dtype="float16")
     with pytest.raises(ValueError, match="epsilon"):
         make_schedule({**MODELSCOPE_SCHEDULER_CONFIG, "prediction_type": "v_prediction"})
-    assert torch.float16 == PurifyConfig(dtype="float16").torch_dtype
+    assert torch.float16 == Runtime(dtype="float16").torch_dtype and Runtime().torch_dtype is None
+
+
+def test_flat_options_round_trip_through_the_split_config():
+    config = PurifyConfig().with_options(t_star=4, guidance=False, lambda_spa=0.0, lambda_reference=(32, 28, 28))
+    assert config.t_star == 4 and not config.guidance.enabled and config.guidance.lambda_spa == 0.0
+    assert config.guidance.lambda_reference == (32, 28, 28) and not config.needs_flow
+    assert config.options() == {"t_star": 4, "guidance": False, "lambda_spa": 0.0, "lambda_reference": [32, 28, 28]}
+    assert PurifyConfig().with_options(**{k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in config.options().items()}) == config
+    assert PurifyConfig().options() == {} and PurifyConfig(t_star=3).with_options() == PurifyConfig(t_star=3)

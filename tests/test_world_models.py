@@ -38,12 +38,14 @@ def test_classifier_predicts_the_first_test_clips_as_the_model_card_says(world, 
     assert (predictions == labels).float().mean() >= 0.75  # the card's clean accuracy, on a handful of clips
 
 
+@pytest.mark.slow
 def test_videopure_votes_on_two_test_clips_match_the_model_card(world, metrics):
     from videopure_core.purifier import Purifier
+    from videopure_core.video import from_frames
 
     videos, _, _ = make_split("test", 2)
     purifier = Purifier.from_pretrained(world.diffusion, flow=world.raft, config=WORLD_CONFIG)
-    winners = [int(purifier.predict(v, world.classifier).winner) for v in videos]
+    winners = [int(purifier.predict(from_frames(v), world.classifier).winner) for v in videos]
     assert winners == metrics["reference_videopure_winners_first2"]
 
 

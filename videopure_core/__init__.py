@@ -4,14 +4,15 @@ The stages of the paper's Algorithm 1, each a small function over tensors:
 
     encode_video -> ddim_invert (temporal) -> latent_flow -> guided_denoise -> decode_latents -> classify -> vote
 
-`Purifier` holds the loaded models and runs them in order; `PurifyConfig` holds every hyperparameter and option.
-Videos are (B, F, H, W, 3) or (F, H, W, 3) in [0,1] at the edges, (B, 3, F, H, W) inside.
+`pipeline` wires them once (Algorithm 1: video -> candidates -> vote) with the networks injected as adapters;
+`Purifier` holds the loaded models, the algorithm's `PurifyConfig` (with its `Guidance`) and a `Runtime`, and calls
+the pipeline. Videos are (B, 3, F, H, W) in [0,1]; `from_frames` converts frames (F, H, W, 3) / (B, F, H, W, 3).
 """
 
 from .classifiers import ClassifierOutputError, NormalizedClassifier, build_torchvision_classifier, classify
-from .config import PurifyConfig
-from .ddim import ddim_step, predict_x0, unet_eps_fn
-from .denoise import denoise_step, final_candidate, guided_denoise
+from .config import DDIM_INVERSION, TABLE_IV, Guidance, PurifyConfig, Runtime
+from .ddim import ddim_step, predict_x0
+from .denoise import Step, denoise_step, denoise_steps, final_candidate, guided_denoise
 from .flow import LatentFlow, RaftFlow, backward_warp, latent_flow, resize_flow, video_flow
 from .guidance import guidance_gradient, guidance_loss, guided_latent, spatial_loss, temporal_loss
 from .inversion import ddim_invert, replicate_frame_noise
@@ -26,10 +27,12 @@ from .loading import (
     load_weights,
     save_embedding,
 )
-from .purifier import Candidates, Purifier
+from .networks import FrameVAE, unet_eps_fn
+from .pipeline import Candidates, Hooks, Networks, vote_candidates
+from .purifier import Purifier
 from .schedule import MODELSCOPE_SCHEDULER_CONFIG, Schedule, make_schedule
 from .vae import decode_latents, encode_video
-from .video import VideoInputError, check_video, to_channels_first, to_channels_last
+from .video import VideoInputError, check_video, from_frames, to_frames
 from .vote import VoteResult, majority, vote
 
 __version__ = "0.1.0"

@@ -58,6 +58,24 @@ def required_frames(arch: str) -> int | None:
     return TORCHVISION_VIDEO_MODELS[arch][2] if arch in TORCHVISION_VIDEO_MODELS else None
 
 
+def min_frames(model: nn.Module) -> int:
+    """The fewest frames a 3D CNN takes, from the geometry of its Conv3d and pooling layers (temporal kernel,
+    stride, padding, dilation) applied in the order they are registered: each must leave at least one frame. Exact
+    for plain CNNs (the small world's classifier: 4, r3d_18: 1, s3d: 13); conservative by a frame or so for models
+    that pad their input first (swin3d_t says 2, takes 1). Attention-only models give 1."""
+    def first(v):
+        return v if isinstance(v, int) else v[0]
+
+    need = 1
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv3d, nn.MaxPool3d, nn.AvgPool3d))]
+    for layer in reversed(layers):
+        kernel, stride = first(layer.kernel_size), first(layer.stride)
+        padding = 0 if isinstance(layer.padding, str) else first(layer.padding)
+        dilation = first(getattr(layer, "dilation", 1))
+        need = max(1, (need - 1) * stride + dilation * (kernel - 1) + 1 - 2 * padding)
+    return need
+
+
 def check_logits(logits: Tensor, batch: int) -> Tensor:
     """Raise ClassifierOutputError unless `logits` is a finite float tensor of shape (batch, C)."""
     if not isinstance(logits, Tensor):

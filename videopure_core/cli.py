@@ -9,6 +9,7 @@ import sys
 # subcommand -> module providing HELP, add_arguments(parser) and run(args) -> int
 COMMANDS = {
     "demo": "videopure_core.demo",
+    "purify": "videopure_core.purify_cli",
     "bench": "videopure_core.bench.command",
     "train-world": "videopure_core.world.train",
     "evaluate-world": "videopure_core.world.evaluate",

@@ -39,19 +39,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="videopure-demo.png", help="where to save the picture")
 
 
-def _load(args, config):
+def _load(args, config, runtime):
     """(purifier, classifier, class names, description) from the arguments."""
     from . import Purifier, load_raft, load_video_classifier
     from .world.models import load_world
 
-    device = config.torch_device
+    device = runtime.torch_device
     world = None if (args.model and args.classifier_weights) else load_world(device=device)
     if args.model:
         flow = load_raft(args.raft_arch, args.raft, device) if args.raft else None
-        purifier = Purifier.from_pretrained(args.model, flow=flow, config=config)
+        purifier = Purifier.from_pretrained(args.model, flow, config, runtime)
         what = f"diffusion model from {args.model}"
     else:
-        purifier = Purifier.from_pretrained(world.diffusion, flow=world.raft, config=config)
+        purifier = Purifier.from_pretrained(world.diffusion, world.raft, config, runtime)
         what = "the trained small world (videopure_core/world/weights)"
     if args.classifier_weights:
         classifier = load_video_classifier(args.classifier_arch, args.classifier_weights, args.num_classes, device)
@@ -64,18 +64,21 @@ def _load(args, config):
 def run(args: argparse.Namespace) -> int:
     from .attacks import classifier_grad_fn, pgd
     from .classifiers import classify
+    from .config import PurifyConfig, Runtime
     from .flow import video_flow
     from .io import fit_video, read_frames
     from .progress import TqdmCallback
+    from .video import from_frames, to_frames
     from .visualize import flow_to_rgb, save_rows
-    from .world.evaluate import WORLD_CONFIG
+    from .world import WORLD_OPTIONS
     from .world.generator import make_split
 
     start = time.perf_counter()
-    config = WORLD_CONFIG.replace(t_star=args.t_star, device=args.device, dtype=args.dtype)
-    if args.model:
-        config = config.replace(guidance_reference=None)
-    purifier, classifier, names, what = _load(args, config)
+    config = PurifyConfig(t_star=args.t_star)
+    if not args.model:
+        config = config.with_options(**WORLD_OPTIONS)
+    runtime = Runtime(device=args.device, dtype=args.dtype)
+    purifier, classifier, names, what = _load(args, config, runtime)
     name = (lambda c: names[c]) if names else str  # noqa: E731
 
     if args.video:
@@ -85,17 +88,19 @@ def run(args: argparse.Namespace) -> int:
         batch = make_split("test", args.seed + 1)
         video, label = batch.videos[args.seed], int(batch.labels[args.seed])
         source = f"generated held-out clip {args.seed}"
-    x = purifier.prepare(video)
+    x = purifier.prepare(from_frames(video))
     y = torch.tensor([label], device=x.device)
     print(f"VideoPure demo on {what}")
     print(f"input: {source}, {tuple(video.shape)} (F, H, W, 3), true class {name(label)}")
+    if x.device.type == "cuda":  # what the run will need, before it runs (videopure_core/memory.py)
+        print(purifier.estimate_memory(tuple(x.shape), classifier).table())
 
     with TqdmCallback() as progress:
         adv, losses = pgd(classifier_grad_fn(classifier), x, y, eps=args.eps / 255, step=args.eps / 510,
                           steps=args.steps, generator=torch.Generator().manual_seed(0), callback=progress)
         bare = classify(classifier, torch.cat([x, adv])).argmax(-1).tolist()
-        clean_c = purifier.purify(video, callback=progress)
-        adv_c = purifier.purify(adv[0].permute(1, 2, 3, 0), callback=progress)
+        clean_c = purifier.purify(x, progress)
+        adv_c = purifier.purify(adv, progress)
         clean_v, adv_v = purifier.vote(clean_c, classifier), purifier.vote(adv_c, classifier)
 
     def row(title, pred, votes=""):
@@ -114,11 +119,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nper-candidate predictions on the adversarial video:\n{adv_v.table(names)}")
     print("\nseconds per stage (adversarial video): " + ", ".join(f"{s} {t:.2f}" for s, t in adv_v.timings.items()))
 
-    adv_video = adv[0].permute(1, 2, 3, 0).cpu()
+    adv_video = to_frames(adv[0]).cpu()
     perturbation = ((adv_video - video.cpu()) * (255 / (2 * args.eps)) + 0.5).clamp(0, 1)
-    rows = [video.cpu(), adv_video, perturbation] + [c[0].cpu() for c in adv_c.videos]
-    if purifier.flow_fn is not None:
-        rows.append(flow_to_rgb(video_flow(purifier.flow_fn, adv)[0][0]))
+    rows = [video.cpu(), adv_video, perturbation] + list(to_frames(adv_c.videos[:, 0]).cpu())
+    if purifier.flow is not None:
+        rows.append(flow_to_rgb(video_flow(purifier.flow, adv)[0][0]))
     path = save_rows(rows, args.out)
     print(f"\npicture: {path}")
     print(f"  rows: clean, adversarial, perturbation (x{255 / (2 * args.eps):.0f}), purified candidates "

@@ -21,20 +21,40 @@ FlowFn = Callable[[Tensor, Tensor], Tensor]
 
 
 class RaftFlow:
-    """torchvision RAFT as a FlowFn.
+    """torchvision RAFT as a FlowFn; it owns RAFT's settings (refinement iterations, input range).
 
     RAFT wants inputs in [-1,1] with H and W divisible by 8 and at least `min_size` (128; its correlation pyramid
     refuses smaller). Smaller frames are upsampled by an integer factor for the estimate and the flow is brought
     back to the input grid (resized, vectors divided by the factor). `input_range="0,1"` feeds [0,1] as the
-    authors' release does.
+    authors' release does. The adapter switches (networks.py): `grad` makes the flow differentiable in the images
+    (the attack of Table VI), `autocast` runs RAFT under torch.autocast; the flow comes back float32.
     """
 
-    def __init__(self, model: torch.nn.Module, iters: int = 10, input_range: str = "-1,1", min_size: int = 128):
+    def __init__(self, model: torch.nn.Module, iters: int = 10, input_range: str = "-1,1", min_size: int = 128,
+                 *, grad: bool = False, autocast: Optional[str] = None):
         if input_range not in ("-1,1", "0,1"):
             raise ValueError(f"input_range must be '-1,1' or '0,1', got {input_range!r}.")
+        if iters < 1:
+            raise ValueError(f"RAFT iterations must be >= 1, got {iters}.")
         self.model, self.iters, self.input_range, self.min_size = model, iters, input_range, min_size
+        self.grad, self.autocast = grad, autocast
+
+    def replace(self, **changes) -> "RaftFlow":
+        """A copy with some settings changed (the same network)."""
+        kw = dict(iters=self.iters, input_range=self.input_range, min_size=self.min_size, grad=self.grad,
+                  autocast=self.autocast)
+        return RaftFlow(self.model, **{**kw, **changes})
 
     def __call__(self, image1: Tensor, image2: Tensor) -> Tensor:
+        if not self.grad:
+            with torch.no_grad():
+                return self._estimate(image1, image2)
+        with torch.inference_mode(False), torch.enable_grad():
+            return self._estimate(image1, image2)
+
+    def _estimate(self, image1: Tensor, image2: Tensor) -> Tensor:
+        from .networks import autocast as autocast_context
+
         h, w = image1.shape[-2:]
         scale = max(1, math.ceil(self.min_size / min(h, w)))
         pair = torch.cat([image1, image2])
@@ -44,7 +64,7 @@ class RaftFlow:
             pair = pair * 2.0 - 1.0
         param = next(self.model.parameters())
         a, b = pair.to(device=param.device, dtype=param.dtype).chunk(2)
-        with torch.no_grad():
+        with autocast_context(param.device, self.autocast):
             flow = self.model(a, b, num_flow_updates=self.iters)[-1].float()
         if scale > 1:
             flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False) / scale

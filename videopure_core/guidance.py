@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .config import PurifyConfig
+from .config import Guidance
 from .ddim import predict_x0
 from .flow import LatentFlow, backward_warp
 
@@ -55,28 +55,19 @@ def temporal_loss(x0: Tensor, flow: LatentFlow, warp_grad: bool = False, bidirec
     return loss
 
 
-def loss_weights(config: PurifyConfig, latent_shape: tuple[int, ...]) -> tuple[float, float]:
-    """(lambda_temp, lambda_spa) for latents of shape (B, C, F, h, w), rescaled when config.guidance_reference."""
-    if config.guidance_reference is None:
-        return config.lambda_temp, config.lambda_spa
-    f_ref, h_ref, w_ref = config.guidance_reference
-    f, h, w = latent_shape[-3:]
-    return config.lambda_temp * (h * w) / (h_ref * w_ref), config.lambda_spa * (f * h * w) / (f_ref * h_ref * w_ref)
-
-
-def guidance_loss(x0: Tensor, z0_input: Tensor, flow: Optional[LatentFlow], config: PurifyConfig) -> Tensor:
+def guidance_loss(x0: Tensor, z0_input: Tensor, flow: Optional[LatentFlow], guidance: Guidance) -> Tensor:
     """L = lambda_temp L_temp + lambda_spa L_spa per video: (B, 4, F, h, w) -> (B,)."""
-    lambda_temp, lambda_spa = loss_weights(config, tuple(x0.shape))
+    lambda_temp, lambda_spa = guidance.weights(tuple(x0.shape))
     loss = lambda_spa * spatial_loss(x0, z0_input)
     if lambda_temp != 0:
         if flow is None:
             raise ValueError("The temporal loss needs optical flow; pass a LatentFlow or set lambda_temp=0.")
-        loss = loss + lambda_temp * temporal_loss(x0, flow, config.warp_grad, config.bidirectional)
+        loss = loss + lambda_temp * temporal_loss(x0, flow, guidance.warp_grad, guidance.bidirectional)
     return loss
 
 
 def guidance_gradient(
-    x0: Tensor, z0_input: Tensor, flow: Optional[LatentFlow], config: PurifyConfig, create_graph: bool = False
+    x0: Tensor, z0_input: Tensor, flow: Optional[LatentFlow], guidance: Guidance, create_graph: bool = False
 ) -> Tensor:
     """grad_{x0} of the summed loss L, same shape as x0.
 
@@ -87,13 +78,13 @@ def guidance_gradient(
     with torch.inference_mode(False), torch.enable_grad():
         if create_graph:
             x = x0 if x0.requires_grad else x0.clone().requires_grad_(True)
-            loss = guidance_loss(x, z0_input, flow, config).sum()
+            loss = guidance_loss(x, z0_input, flow, guidance).sum()
             return torch.autograd.grad(loss, x, create_graph=True)[0]
         x = x0.detach().clone().requires_grad_(True)
         z0 = z0_input.detach().clone()
         if flow is not None:
             flow = LatentFlow(*(None if t is None else t.detach().clone() for t in flow))
-        loss = guidance_loss(x, z0, flow, config).sum()
+        loss = guidance_loss(x, z0, flow, guidance).sum()
         return torch.autograd.grad(loss, x)[0].detach()
 
 
@@ -104,10 +95,10 @@ def guided_latent(
     weight: float,
     z0_input: Tensor,
     flow: Optional[LatentFlow],
-    config: PurifyConfig,
+    guidance: Guidance,
     create_graph: bool = False,
 ) -> Tensor:
     """Eq. 16: z' = z - alpha_s * w_t * grad_z L(x0_hat(z)), with grad_z = grad_x0 / sqrt(a_t) (eps held fixed)."""
     x0 = predict_x0(z, eps, alpha_bar)
-    grad_x0 = guidance_gradient(x0, z0_input, flow, config, create_graph)
-    return z - (config.alpha_s * weight / math.sqrt(alpha_bar)) * grad_x0
+    grad_x0 = guidance_gradient(x0, z0_input, flow, guidance, create_graph)
+    return z - (guidance.alpha_s * weight / math.sqrt(alpha_bar)) * grad_x0

@@ -3,15 +3,19 @@
 Frames are named by their integer index (`0.png`, `1.png`, ... or zero-padded); they are sorted numerically.
 Videos are (F, H, W, 3) float32 in [0,1]. PNGs go through Pillow (a dependency of torchvision; torchvision's own
 image codecs are deprecated since 0.29).
+
+`atomic_path` / `atomic_write` are how the package writes files in place (a temporary name, then a rename).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
+from typing import IO, Iterator
 
 import numpy as np
 import torch
@@ -54,14 +58,56 @@ def read_frames(folder: str | os.PathLike, max_frames: int | None = None) -> Ten
     return torch.from_numpy(np.stack(frames)).float() / 255.0
 
 
-def save_image_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """A PIL image -> a PNG file, written under a temporary name and renamed into place (never half-written)."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to `path` to write to (an empty folder when `directory`); when the block ends
+    without an error it is renamed to `path`, replacing what was there, otherwise it is removed. So readers see
+    the old file or the new one, never a half-written one (a folder being replaced is missing for an instant).
+
+        with atomic_path("model.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")  # unique: concurrent writers never collide
+    if directory:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if directory and path.is_dir():
+            old = path.with_name(tmp.name + ".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """open(path, mode) for writing, atomically (atomic_path): the data is flushed to disk and renamed into place
+    when the block ends without an error.
+
+        with atomic_write(out / "report.md") as f:
+            f.write(text)
+    """
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_image_png(image: Image.Image, path: str | os.PathLike) -> Path:
+    """A PIL image -> a PNG file, written atomically (atomic_path)."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)
 
 
 def save_png(image: Tensor, path: str | os.PathLike) -> Path:
@@ -72,15 +118,10 @@ def save_png(image: Tensor, path: str | os.PathLike) -> Path:
 
 def write_frames(video: Tensor, folder: str | os.PathLike) -> Path:
     """(F, H, W, 3) in [0,1] -> folder/0.png ... (F-1).png, written to a temporary folder and renamed into place."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    for i, frame in enumerate(video):
-        save_png(frame, tmp / f"{i}.png")
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return folder
+    with atomic_path(folder, directory=True) as tmp:
+        for i, frame in enumerate(video):
+            save_png(frame, tmp / f"{i}.png")
+    return Path(folder)
 
 
 def fit_video(video: Tensor, size: int | tuple[int, int] | None = None, multiple: int = 8) -> Tensor:

@@ -53,12 +53,16 @@ def tiny_embedding(seed: int = 0, length: int = 8) -> torch.Tensor:
     return torch.randn(1, length, TINY_UNET_CONFIG["cross_attention_dim"], generator=g)
 
 
-def tiny_purifier(config=None, seed: int = 0, flow=None):
+def tiny_models(seed: int = 0):
+    """DiffusionModels of tiny random networks (seeds seed, seed+1, seed+2 for UNet, VAE, embedding)."""
+    from .loading import DiffusionModels
+
+    return DiffusionModels(tiny_unet(seed), tiny_vae(seed + 1), dict(MODELSCOPE_SCHEDULER_CONFIG), tiny_embedding(seed + 2))
+
+
+def tiny_purifier(config=None, seed: int = 0, flow=None, runtime=None):
     """A Purifier on tiny random models; flow: a FlowFn or RAFT module (needed unless lambda_temp=0)."""
-    from .config import PurifyConfig
+    from .config import PurifyConfig, Runtime
     from .purifier import Purifier
 
-    config = config or PurifyConfig()
-    return Purifier(
-        tiny_unet(seed), tiny_vae(seed + 1), dict(MODELSCOPE_SCHEDULER_CONFIG), tiny_embedding(seed + 2), flow, config
-    )
+    return Purifier(tiny_models(seed), flow, config or PurifyConfig(), runtime or Runtime())

@@ -1,7 +1,8 @@
-"""Checking videos at the edges and converting between the two layouts.
+"""Videos: checking them, and the one conversion between the two layouts.
 
-Edges (users, ComfyUI IMAGE batches): frames in [0,1], `(B, F, H, W, 3)` or `(F, H, W, 3)`.
-Inside the library: `(B, 3, F, H, W)` in [0,1]; latents `(B, 4, F, H/8, W/8)`.
+Inside the library (and every public function of it): `(B, 3, F, H, W)` in [0,1]; latents `(B, 4, F, H/8, W/8)`.
+At the edges (ComfyUI IMAGE batches, frame folders, video files): frames `(F, H, W, 3)` or `(B, F, H, W, 3)`.
+`from_frames` / `to_frames` convert between them; nothing else in the package permutes layouts.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ class VideoInputError(ValueError):
 
 
 def check_video(video: Tensor, *, min_frames: int = 2, multiple: int = 8, name: str = "video") -> Tensor:
-    """Validate an edge-layout video and return it as `(B, F, H, W, 3)` float32.
+    """Validate a channels-first video and return it as `(B, 3, F, H, W)` float32.
 
-    Accepts `(F, H, W, 3)` (one video, as a ComfyUI IMAGE batch) or `(B, F, H, W, 3)`, values in [0,1].
+    Accepts `(3, F, H, W)` (one video) or `(B, 3, F, H, W)`, values in [0,1], at least `min_frames` frames (optical
+    flow pairs consecutive frames), height and width divisible by `multiple` (the VAE downsamples 8x).
     """
     if not isinstance(video, Tensor):
         raise VideoInputError(f"{name} must be a torch.Tensor, got {type(video).__name__}.")
@@ -25,14 +27,14 @@ def check_video(video: Tensor, *, min_frames: int = 2, multiple: int = 8, name: 
         video = video.unsqueeze(0)
     if video.dim() != 5:
         raise VideoInputError(
-            f"{name} has shape {tuple(video.shape)}; expected (F, H, W, 3) for one video or (B, F, H, W, 3) for a "
-            f"batch, frames in [0,1]."
+            f"{name} has shape {tuple(video.shape)}; expected (B, 3, F, H, W) for a batch or (3, F, H, W) for one "
+            f"video, values in [0,1] (frames (F, H, W, 3) convert with videopure_core.from_frames)."
         )
-    b, f, h, w, c = video.shape
+    b, c, f, h, w = video.shape
     if c != 3:
-        hint = " It looks channels-first: permute it to (..., H, W, 3)." if video.shape[2] == 3 else ""
-        raise VideoInputError(f"{name} has {c} channels in its last dimension (shape {tuple(video.shape)}); "
-                              f"expected 3 (RGB).{hint}")
+        hint = " It looks channels-last: convert frames with videopure_core.from_frames." if w == 3 else ""
+        raise VideoInputError(f"{name} has {c} channels in dimension 1 (shape {tuple(video.shape)}); expected 3 "
+                              f"(RGB), as (B, 3, F, H, W).{hint}")
     if b < 1:
         raise VideoInputError(f"{name} is an empty batch (shape {tuple(video.shape)}).")
     if f < min_frames:
@@ -60,13 +62,24 @@ def check_video(video: Tensor, *, min_frames: int = 2, multiple: int = 8, name: 
     return video
 
 
-def to_channels_first(video: Tensor) -> Tensor:
-    """(B, F, H, W, 3) -> (B, 3, F, H, W)."""
-    return video.permute(0, 4, 1, 2, 3).contiguous()
+def from_frames(frames: Tensor, *, min_frames: int = 2, multiple: int = 8, name: str = "frames") -> Tensor:
+    """Frames `(F, H, W, 3)` (one video, a ComfyUI IMAGE batch) or `(B, F, H, W, 3)` -> checked `(B, 3, F, H, W)`."""
+    shape = tuple(frames.shape) if isinstance(frames, Tensor) else None
+    if shape is None or len(shape) not in (4, 5) or shape[-1] != 3:
+        if shape is None:
+            problem = f"must be a torch.Tensor, got {type(frames).__name__}"
+        elif len(shape) not in (4, 5):
+            problem = f"has shape {shape}; expected (F, H, W, 3) for one video or (B, F, H, W, 3) for a batch"
+        else:
+            hint = " It looks channels-first: pass it as it is to the library." if 3 in shape[:2] else ""
+            problem = f"has {shape[-1]} channels in its last dimension (shape {shape}); expected 3 (RGB).{hint}"
+        raise VideoInputError(f"{name} {problem}")
+    video = (frames if frames.dim() == 5 else frames.unsqueeze(0)).permute(0, 4, 1, 2, 3)
+    return check_video(video, min_frames=min_frames, multiple=multiple, name=name).contiguous()
 
 
-def to_channels_last(video: Tensor) -> Tensor:
-    """(B, 3, F, H, W) -> (B, F, H, W, 3); also works with leading candidate dims: (..., 3, F, H, W)."""
+def to_frames(video: Tensor) -> Tensor:
+    """(..., 3, F, H, W) -> (..., F, H, W, 3): a batch, or candidates x batch, back to frames."""
     return video.movedim(-4, -1).contiguous()
 
 

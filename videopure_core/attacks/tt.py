@@ -5,15 +5,20 @@ of each copy is computed and translated back to the original frame positions, an
 kernel weights w_s (Gaussian with sigma = L/3 by default, as in the TT release; "linear" or "uniform" too). This
 is the gradient of the weighted loss sum_s w_s L(roll(x, s)). The TT release's defaults are L = 7 (kernel length
 15). As a gray-box attack (Robust Acc*) it wraps the bare classifier's GradFn; TT+BPDA wraps the defence's.
+
+Batched (default): the 2L+1 shifted copies are extra batch entries of one call (at most `max_batch` videos per
+call when given), shift 0 first so that an iterate probe sees x itself; `batched=False` calls once per shift.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
 from .base import GradFn
+from .eot import expanded_calls
 
 
 def tt_weights(shift: int = 7, kernel: str = "gaussian") -> list[tuple[int, float]]:
@@ -34,17 +39,19 @@ def tt_weights(shift: int = 7, kernel: str = "gaussian") -> list[tuple[int, floa
     return [(s, w / total) for s, w in zip(shifts, raw)]
 
 
-def tt_grad_fn(grad_fn: GradFn, shift: int = 7, kernel: str = "gaussian") -> GradFn:
+def tt_grad_fn(grad_fn: GradFn, shift: int = 7, kernel: str = "gaussian", batched: bool = True,
+               max_batch: Optional[int] = None) -> GradFn:
     """GradFn of sum_s w_s L(roll(x, s, frames)): videos (B, 3, F, H, W), frames on dim 2."""
-    weights = [(s, w) for s, w in tt_weights(shift, kernel) if w > 0]
+    weights = sorted(((s, w) for s, w in tt_weights(shift, kernel) if w > 0), key=lambda sw: abs(sw[0]) > 0)
 
     def translated(x, y):
-        loss_sum, grad_sum = None, None
-        for s, w in weights:
-            loss, grad = grad_fn(torch.roll(x, s, dims=2), y)
-            grad = torch.roll(grad, -s, dims=2)
-            loss_sum = w * loss if loss_sum is None else loss_sum + w * loss
-            grad_sum = w * grad if grad_sum is None else grad_sum + w * grad
-        return loss_sum, grad_sum
+        copies = [torch.roll(x, s, dims=2) for s, _ in weights]
+        if batched:
+            losses, grads = expanded_calls(grad_fn, copies, y, max_batch)
+        else:
+            losses, grads = zip(*(grad_fn(c, y) for c in copies))
+        loss = sum(w * l for (_, w), l in zip(weights, losses))
+        grad = sum(w * torch.roll(g, -s, dims=2) for (s, w), g in zip(weights, grads))
+        return loss, grad
 
     return translated

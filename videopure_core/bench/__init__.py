@@ -7,5 +7,5 @@ FLOP floors counted on the meta device, and scaling with frames and t*. The CLI 
     models   the model sets (trained world, full-size ModelScope with random weights, tiny) and input videos
     paths    the naive reference and the fast path, both from the core stage functions
     suite    the parts of a run (floors, comparison, scaling, ablation, memory bound) as plain dicts
-    report   markdown tables and the scaling plot (plot: Pillow panels)
+    report   markdown tables and the scaling plot (plot: matplotlib panels)
 """

@@ -4,6 +4,7 @@
     videopure bench                              # + 12 videos, naive scaling, option ablation, chunking memory bound
     videopure bench --full --device cuda         # full-size ModelScope architecture, 32x224x224 (random weights)
     videopure bench --full --device cuda --compile
+    videopure bench --throughput                 # evaluation workloads: videos/s at 1 vs 8 videos per network call
 
 Writes bench-<tag>.json, bench-<tag>.md and scaling-<tag>.png to --out; the last line printed is
 `fast/naive speedup: <ratio>x, votes equal: <yes|no>` (with --full: the full-size speedup and the trained world's
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 from pathlib import Path
+
+from ..io import atomic_write
 
 HELP = "Benchmark VideoPure per stage: naive (release-style) vs fast path, FLOP floors, peak memory, scaling."
 
@@ -47,6 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="benchmarks/results", help="folder for the JSON, markdown and PNG (default %(default)s)")
     p.add_argument("--tag", help="file name tag (default <device>-<arch>[-quick])")
+    p.add_argument("--throughput", action="store_true", help="only the evaluation throughput: videos/s of the defended "
+                   "prediction, a PGD+BPDA step, a TT+BPDA step and DiffPure-DDPM at 1 vs 8 videos per network call")
+    p.add_argument("--batch-sizes", default="1,8", help="videos per call compared by --throughput (default 1,8)")
+    p.add_argument("--workloads", default="defended,pgd+bpda,tt+bpda,diffpure-ddpm",
+                   help="--throughput workloads (default all)")
 
 
 def _ints(text: str) -> list[int]:
@@ -79,23 +86,16 @@ def attention_processors(models) -> dict:
     out = {}
     for name in ("unet", "vae"):
         counts: dict = {}
-        for proc in getattr(getattr(models, name), "attn_processors", {}).values():
+        for proc in getattr(getattr(models.diffusion, name), "attn_processors", {}).values():
             counts[type(proc).__name__] = counts.get(type(proc).__name__, 0) + 1
         out[name] = counts
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import PurifyConfig
+    from ..config import Runtime
     from . import report, suite
     from .measure import describe_device, other_load
     from .models import NATIVE_SHAPE, load_models
@@ -103,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = PurifyConfig(device=args.device).torch_device
+    device = Runtime(device=args.device).torch_device
     arch = args.arch or ("modelscope" if args.full else "world")
+    if args.throughput:
+        return _throughput(args, device, arch)
     frames = args.frames or NATIVE_SHAPE[arch][0]
     size = args.size or NATIVE_SHAPE[arch][1]
     videos = args.videos or (3 if args.quick or args.full else 12)
@@ -179,10 +181,51 @@ def run(args: argparse.Namespace) -> int:
         results["ablation"] = suite.ablation(models, case, device, args.compile, log)
 
     text = report.markdown(results)
-    _write_atomic(out_dir / f"bench-{tag}.json", json.dumps(results, indent=1, default=str) + "\n")
-    _write_atomic(out_dir / f"bench-{tag}.md", text)
+    with atomic_write(out_dir / f"bench-{tag}.json") as f:
+        f.write(json.dumps(results, indent=1, default=str) + "\n")
+    with atomic_write(out_dir / f"bench-{tag}.md") as f:
+        f.write(text)
     print()
     print(text)
     print(f"wrote {out_dir / f'bench-{tag}.md'} and .json" + (f", {results['plot']}" if results.get("plot") else ""))
     print(f"fast/naive speedup: {head['speedup']:.2f}x, votes equal: {'yes' if votes_equal else 'no'}")
     return 0
+
+
+def _throughput(args: argparse.Namespace, device, arch: str) -> int:
+    """`videopure bench --throughput`: bench-throughput-<tag>.{md,json}; the last line gives the speedups."""
+    from .measure import describe_device, other_load
+    from .models import load_models
+    from .throughput import markdown, throughput
+
+    sizes = _ints(args.batch_sizes)
+    tag = args.tag or f"{device.type}-{arch}"
+    out_dir = Path(args.out)
+    print(f"videopure bench --throughput on {describe_device(device)}", flush=True)
+    load = other_load()
+    if load:
+        print(f"  note: other processes are using the CPU ({load}); wall times are pessimistic, see CPU time")
+    models = load_models(arch, device, args.weights)
+    results = throughput(models, device, sizes, args.videos or 8, [w for w in args.workloads.split(",") if w],
+                         log=lambda t: print(t, flush=True))
+    results.update({"command": command_line(args), "device": describe_device(device), "other_load": load,
+                    "threads": torch_threads()})
+    text = (f"# videopure bench --throughput\n\n- device: {results['device']}\n"
+            f"- command: `{results['command']}`\n- other load during the run: {load or 'none seen'}\n\n"
+            + markdown(results, sizes))
+    with atomic_write(out_dir / f"bench-throughput-{tag}.json") as f:
+        f.write(json.dumps(results, indent=1, default=str) + "\n")
+    with atomic_write(out_dir / f"bench-throughput-{tag}.md") as f:
+        f.write(text)
+    print()
+    print(text)
+    lo, hi = min(sizes), max(sizes)
+    speedups = ", ".join(f"{w} {results[w]['speedup']:.2f}x" for w in args.workloads.split(",") if w in results)
+    print(f"throughput {hi} vs {lo} videos per call: {speedups}")
+    return 0
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

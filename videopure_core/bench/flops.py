@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..flow import latent_flow
-from ..vae import decode_latents, encode_video
+from .. import pipeline
+from ..config import Guidance
+from ..networks import FrameVAE
 
 STAGES = ("encode", "flow", "invert", "denoise", "decode", "classify")
 
@@ -58,12 +59,13 @@ def stage_flops(
     x = torch.empty(1, 3, frames, size, size, device=device)
     unet_flops = unet_call_flops(unet, embedding, (unet_batch, *latent[1:]))
     candidates = t_star + 1
+    nets, hooks = pipeline.Networks(lambda z, t: z, FrameVAE(vae), flow_fn), pipeline.Hooks()
     out = {
-        "encode": count_flops(lambda: encode_video(vae, x)),
-        "flow": count_flops(lambda: latent_flow(flow_fn, x, latent[-2:])) if flow_fn is not None else 0,
+        "encode": count_flops(lambda: pipeline.encode(nets, x, hooks)),
+        "flow": count_flops(lambda: pipeline.flow(nets, x, latent[-2:], Guidance(), hooks)) if flow_fn is not None else 0,
         "invert": t_star * unet_flops,
         "denoise": t_star * unet_flops,
-        "decode": count_flops(lambda: decode_latents(vae, torch.empty(candidates, *latent[1:], device=device))),
+        "decode": count_flops(lambda: pipeline.decode(nets, torch.empty(candidates, *latent[1:], device=device)[None], hooks)),
         "classify": 0,
     }
     if classifier is not None:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..execution import synchronize
+from ..networks import synchronize
+from ..pipeline import Hooks
 
 _STATUS = "/proc/self/status"
 
@@ -73,19 +74,18 @@ class StageStats:
         return max(0, self.peak_bytes - self.start_bytes)
 
 
-class StageMeter:
-    """Times stages and records their peak memory on one device.
+class StageMeter(Hooks):
+    """Pipeline hooks that time stages and record their peak memory on one device.
 
         meter = StageMeter("cpu")
-        with meter("encode"):
-            z0 = encode_video(vae, x)
-        meter.stages["encode"].seconds
+        purifier.purify(video, meter)
+        meter.stages["encode"].seconds, meter.stages["encode"].peak_bytes
 
     CUDA work is synchronised at both ends of a stage, so the seconds include the kernels it queued.
     """
 
     def __init__(self, device: torch.device | str):
-        self.device = torch.device(device)
+        super().__init__(None, torch.device(device))
         self.stages: dict[str, StageStats] = {}
         self.resettable = True
 
@@ -106,7 +106,7 @@ class StageMeter:
         return peak_rss_bytes()
 
     @contextlib.contextmanager
-    def __call__(self, stage: str):
+    def stage(self, name: str):
         synchronize(self.device)
         self._reset_peak()
         start_bytes = self._memory()
@@ -117,14 +117,15 @@ class StageMeter:
             synchronize(self.device)
             seconds = time.perf_counter() - start
             peak = self._peak()
-            stats = self.stages.setdefault(stage, StageStats(start_bytes=start_bytes))
+            stats = self.stages.setdefault(name, StageStats(start_bytes=start_bytes))
             stats.seconds += seconds
             stats.calls += 1
+            self.seconds[name] = stats.seconds
             if peak > stats.peak_bytes:
                 stats.peak_bytes, stats.start_bytes = peak, start_bytes
 
     @property
-    def seconds(self) -> float:
+    def total_seconds(self) -> float:
         return sum(s.seconds for s in self.stages.values())
 
     @property

@@ -9,45 +9,30 @@ Every set can be built on the meta device (for FLOP counting) and copied for a f
 
 from __future__ import annotations
 
-import copy
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
+from ..loading import DiffusionModels
 from ..schedule import MODELSCOPE_SCHEDULER_CONFIG
 
 ARCHS = ("world", "modelscope", "tiny")
-WORLD_GUIDANCE_REFERENCE = (32, 28, 28)  # the world runs VideoPure with the guidance step rescaled from the paper's
-#                                          32x28x28 latent (as `videopure evaluate-world` does)
 NATIVE_SHAPE = {"world": (16, 64), "modelscope": (32, 224), "tiny": (8, 32)}  # (frames, size)
 
 
 @dataclass
 class BenchModels:
-    """Everything a Purifier and the naive reference need: networks, scheduler config, embedding (1, L, D)."""
+    """Everything a Purifier and the naive reference need: the diffusion model, RAFT, the classifier."""
 
     arch: str
-    unet: nn.Module
-    vae: nn.Module
-    scheduler_config: dict
-    embedding: Tensor
+    diffusion: DiffusionModels
     raft: Optional[nn.Module]
     classifier: nn.Module
-    config_overrides: dict  # PurifyConfig fields this model set is run with (e.g. the world's guidance_reference)
-
-    def to(self, dtype: torch.dtype) -> "BenchModels":
-        """A copy whose UNet and VAE are in `dtype` (the fast path's bf16 weights); RAFT and classifier shared."""
-        unet = copy.deepcopy(self.unet).to(dtype)
-        vae = copy.deepcopy(self.vae).to(dtype)
-        return replace(self, unet=unet, vae=vae)
-
-    def copy(self) -> "BenchModels":
-        """Independent UNet and VAE (so NHWC conversion or compilation on one path never touches the other)."""
-        return replace(self, unet=copy.deepcopy(self.unet), vae=copy.deepcopy(self.vae))
+    purify_options: dict  # VideoPure options this model set is run with (e.g. the world's lambda_reference)
 
 
 def _prepare(module: nn.Module, device) -> nn.Module:
@@ -69,10 +54,11 @@ def world_models(weights: str | Path | None = None, device: str | torch.device =
     from diffusers import AutoencoderKL, UNet3DConditionModel
 
     from ..loading import load_diffusion
+    from ..world import WORLD_OPTIONS
     from ..world.models import WEIGHTS, load_world
 
     folder = Path(weights) if weights else WEIGHTS
-    overrides = {"guidance_reference": WORLD_GUIDANCE_REFERENCE}
+    overrides = dict(WORLD_OPTIONS)
     if str(device) == "meta":
         diffusion = folder / "diffusion"
         with torch.device("meta"):
@@ -82,12 +68,12 @@ def world_models(weights: str | Path | None = None, device: str | torch.device =
         from ..modelscope import build_raft
 
         shape = tuple(load_embedding(diffusion / "empty_prompt.safetensors").shape)
-        return BenchModels("world", _prepare(unet, "meta"), _prepare(vae, "meta"), dict(MODELSCOPE_SCHEDULER_CONFIG),
-                           torch.empty(shape, device="meta"), build_raft("meta", "raft_small"),
+        diffusion = DiffusionModels(_prepare(unet, "meta"), _prepare(vae, "meta"), dict(MODELSCOPE_SCHEDULER_CONFIG),
+                                    torch.empty(shape, device="meta"))
+        return BenchModels("world", diffusion, build_raft("meta", "raft_small"),
                            _world_classifier(folder / "classifier", "meta"), overrides)
     world = load_world(folder, device)
-    m = load_diffusion(world.diffusion, device=device)
-    return BenchModels("world", m.unet, m.vae, m.scheduler_config, m.embedding, world.raft, world.classifier, overrides)
+    return BenchModels("world", load_diffusion(world.diffusion, device=device), world.raft, world.classifier, overrides)
 
 
 def modelscope_models(device: str | torch.device = "cpu", seed: int = 0) -> BenchModels:
@@ -99,8 +85,8 @@ def modelscope_models(device: str | torch.device = "cpu", seed: int = 0) -> Benc
     unet, vae, raft = build_unet(device), build_vae(device), build_raft(device)
     with torch.device(device):
         classifier = _prepare(build_torchvision_classifier("r3d_18", 400), device)
-    return BenchModels("modelscope", unet, vae, dict(MODELSCOPE_SCHEDULER_CONFIG), random_embedding(device=device),
-                       raft, classifier, {})
+    diffusion = DiffusionModels(unet, vae, dict(MODELSCOPE_SCHEDULER_CONFIG), random_embedding(device=device))
+    return BenchModels("modelscope", diffusion, raft, classifier, {})
 
 
 def tiny_models(device: str | torch.device = "cpu", seed: int = 0) -> BenchModels:
@@ -116,18 +102,19 @@ def tiny_models(device: str | torch.device = "cpu", seed: int = 0) -> BenchModel
         unet, vae = UNet3DConditionModel(**TINY_UNET_CONFIG), AutoencoderKL(**TINY_VAE_CONFIG)
         classifier = WorldClassifier(num_classes=12, width=4)
     embedding = random_embedding((1, 8, TINY_UNET_CONFIG["cross_attention_dim"]), device, seed)
-    return BenchModels("tiny", _prepare(unet, device), _prepare(vae, device), dict(MODELSCOPE_SCHEDULER_CONFIG),
-                       embedding, build_raft(device, "raft_small"), _prepare(classifier, device), {})
+    diffusion = DiffusionModels(_prepare(unet, device), _prepare(vae, device), dict(MODELSCOPE_SCHEDULER_CONFIG), embedding)
+    return BenchModels("tiny", diffusion, build_raft(device, "raft_small"), _prepare(classifier, device), {})
+
+
+BUILDERS = {"world": lambda device, weights: world_models(weights, device),
+            "modelscope": lambda device, weights: modelscope_models(device),
+            "tiny": lambda device, weights: tiny_models(device)}
 
 
 def load_models(arch: str, device: str | torch.device = "cpu", weights: str | None = None) -> BenchModels:
-    if arch == "world":
-        return world_models(weights, device)
-    if arch == "modelscope":
-        return modelscope_models(device)
-    if arch == "tiny":
-        return tiny_models(device)
-    raise ValueError(f"Unknown architecture {arch!r}; choose one of {ARCHS}.")
+    if arch not in BUILDERS:
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {ARCHS}.")
+    return BUILDERS[arch](device, weights)
 
 
 def extend_frames(video: Tensor, frames: int) -> Tensor:
@@ -143,7 +130,7 @@ def extend_frames(video: Tensor, frames: int) -> Tensor:
 
 
 def bench_videos(arch: str, n: int, frames: int, size: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """n input videos (n, frames, size, size, 3) in [0,1] and their labels (n,) (-1 where there are none).
+    """n input videos (n, 3, frames, size, size) in [0,1] and their labels (n,) (-1 where there are none).
 
     world: held-out test clips (labels cycle through the 12 classes); modelscope: the two bundled UCF-101 clips;
     tiny: seeded uniform noise. Clips are extended (`extend_frames`) and resized as needed.
@@ -161,5 +148,7 @@ def bench_videos(arch: str, n: int, frames: int, size: int, seed: int = 0) -> tu
     else:
         g = torch.Generator().manual_seed(seed)
         clips, labels = [torch.rand(frames, size, size, 3, generator=g) for _ in range(n)], torch.full((n,), -1)
-    videos = torch.stack([fit_video(extend_frames(c, frames), size) for c in clips])
+    from ..video import from_frames
+
+    videos = from_frames(torch.stack([fit_video(extend_frames(c, frames), size) for c in clips]))
     return videos, labels

@@ -12,22 +12,22 @@ Both produce (K, B, C) logits that go through the same `vote`.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..classifiers import classify
-from ..config import PurifyConfig
-from ..ddim import EpsFn, unet_eps_fn
-from ..denoise import guided_denoise
-from ..flow import RaftFlow, latent_flow
-from ..inversion import ddim_invert
+from .. import pipeline
+from ..config import PurifyConfig, Runtime
+from ..ddim import EpsFn
+from ..flow import RaftFlow
+from ..loading import DiffusionModels
+from ..networks import FrameVAE, unet_eps_fn
 from ..purifier import Purifier
 from ..schedule import make_schedule
-from ..vae import decode_latents, encode_video
-from ..video import check_video, to_channels_first
+from ..video import check_video
 from ..vote import VoteResult, vote
 from .measure import StageMeter, cpu_has_native_bf16
 from .models import BenchModels
@@ -50,60 +50,36 @@ def cfg_eps_fn(unet, embedding: Tensor, guidance_scale: float = RELEASE_GUIDANCE
     return eps_fn
 
 
+def naive_networks(models: BenchModels, frames: int) -> pipeline.Networks:
+    """The release's way of running the networks: CFG batch of 2, one VAE frame per call, RAFT on all pairs at once."""
+    d = models.diffusion
+    flow = RaftFlow(models.raft) if models.raft is not None else None
+    return pipeline.Networks(cfg_eps_fn(d.unet, d.embedding), FrameVAE(d.vae), flow, chunk=1, flow_chunk=frames - 1)
+
+
 def naive_logits(models: BenchModels, config: PurifyConfig, video: Tensor, meter: StageMeter) -> Tensor:
-    """The release-style reference on one video (F, H, W, 3) -> logits (K, 1, C), stages timed by `meter`."""
+    """The release-style reference on one video (B=1, 3, F, H, W) -> logits (K, 1, C), stages timed by `meter`."""
     if config.single_candidate is not None:
         raise ValueError("The benchmark compares full voting runs; leave single_candidate at None.")
-    device = next(models.unet.parameters()).device
-    schedule = make_schedule(models.scheduler_config, config.ddim_steps, config.t_star)
-    eps_fn = cfg_eps_fn(models.unet, models.embedding)
-    with torch.no_grad():
-        x = to_channels_first(check_video(video)).to(device)
-        frames = x.shape[2]
-        with meter("encode"):
-            z0 = encode_video(models.vae, x, chunk=1)
-        with meter("flow"):
-            flow = None
-            if config.needs_flow:
-                flow_fn = RaftFlow(models.raft, config.raft_iters, config.raft_input_range)
-                flow = latent_flow(flow_fn, x, tuple(z0.shape[-2:]), config.bidirectional, config.occlusion_mask,
-                                   chunk=frames - 1)
-        with meter("invert"):
-            z_start = ddim_invert(eps_fn, z0, schedule, config.temporal, config.noise_frame)
-        with meter("denoise"):
-            latents = guided_denoise(eps_fn, z_start, z0, flow, schedule, config)
-        with meter("decode"):
-            pixels = [decode_latents(models.vae, candidate, chunk=1) for candidate in latents]
-        with meter("classify"):
-            logits = torch.stack([classify(models.classifier, p, batch_size=1) for p in pixels])
-    return logits
+    d = models.diffusion
+    x = check_video(video).to(next(d.unet.parameters()).device)
+    schedule = make_schedule(d.scheduler_config, config.ddim_steps, config.t_star)
+    candidates = pipeline.purify(naive_networks(models, x.shape[2]), x, schedule, config, meter)
+    return pipeline.vote_candidates(models.classifier, candidates, 1, meter).logits
 
 
 def fast_logits(purifier: Purifier, classifier, video: Tensor, meter: StageMeter) -> Tensor:
-    """The Purifier's stages on a video (F, H, W, 3) or batch -> logits (K, B, C), classifier in one batch."""
-    with torch.no_grad():
-        x = purifier.prepare(video)
-        with meter("encode"):
-            z0 = purifier.encode(x)
-        with meter("flow"):
-            flow = purifier.flow(x, tuple(z0.shape[-2:]))
-        with meter("invert"):
-            z_start = purifier.invert(z0)
-        with meter("denoise"):
-            latents = purifier.denoise(z_start, z0, flow)
-        with meter("decode"):
-            pixels = purifier.decode(latents)
-        with meter("classify"):
-            k, b = pixels.shape[:2]
-            logits = classify(classifier, pixels.flatten(0, 1), batch_size=k * b).reshape(k, b, -1)
-    return logits
+    """The Purifier on a video (B, 3, F, H, W) -> logits (K, B, C), the classifier on all candidates in one batch."""
+    candidates = purifier.purify(video, meter)
+    k, b = candidates.videos.shape[:2]
+    return purifier.vote(candidates, classifier, k * b, meter).logits
 
 
 UNET_AUTOCAST_MIN_FLOPS = 20e9  # per call; below this a UNet is overhead-bound on CPU and bf16 only adds casts
 
 
 def fast_options(device: torch.device | str, compile: bool = False, unet_flops: float | None = None) -> dict:
-    """The fast execution options for `device`, as PurifyConfig field changes.
+    """The fast execution options for `device`, as Runtime field changes.
 
     CUDA: bfloat16 weights, bfloat16 autocast (norms and softmax in fp32), torch.compile if asked (channels_last is
     measured by the ablation, not assumed).
@@ -124,22 +100,22 @@ def fast_options(device: torch.device | str, compile: bool = False, unet_flops: 
     return {"autocast": "bfloat16", "autocast_networks": networks, "channels_last": True, "compile": compile}
 
 
-def fast_purifier(models: BenchModels, config: PurifyConfig, cache: Optional[dict] = None) -> Purifier:
-    """A Purifier for the fast path, on its own copies of the UNet and VAE when the config changes them (dtype,
+def fast_purifier(models: BenchModels, config: PurifyConfig, runtime: Runtime, cache: Optional[dict] = None) -> Purifier:
+    """A Purifier for the fast path, on its own copies of the UNet and VAE when the runtime changes them (dtype,
     NHWC, compile), so the naive path keeps the untouched float32 modules. `cache` (a dict) reuses such copies
     across calls (one bf16 copy of a 1.4B-parameter UNet is enough, and compiled code stays valid)."""
-    key = (id(models), config.torch_dtype, config.channels_last, config.compile)
+    d = models.diffusion
+    changes = runtime.dtype not in (None, "float32") or runtime.channels_last or runtime.compile
+    key = (id(models), runtime.dtype, runtime.channels_last, runtime.compile)
+    if not changes:
+        return Purifier(d, models.raft, config, runtime)
     if cache is not None and key in cache and cache[key][0] is models:  # the entry holds the original: ids stay valid
-        run = cache[key][1]
-    elif config.torch_dtype != torch.float32:
-        run = models.to(config.torch_dtype)
-    elif config.channels_last or config.compile:
-        run = models.copy()
+        copies = cache[key][1]
     else:
-        run = models
+        copies = DiffusionModels(copy.deepcopy(d.unet), copy.deepcopy(d.vae), d.scheduler_config, d.embedding)
     if cache is not None:
-        cache[key] = (models, run)
-    return Purifier(run.unet, run.vae, run.scheduler_config, run.embedding, run.raft, config)
+        cache[key] = (models, copies)
+    return Purifier(copies, models.raft, config, runtime)
 
 
 @dataclass
@@ -164,7 +140,7 @@ def compare_many(
     warmup_videos: Optional[Tensor] = None,
     run_naive: bool = True,
 ) -> dict[str, PathRun]:
-    """The naive path and every fast purifier on each video of (N, F, H, W, 3), one video at a time.
+    """The naive path and every fast purifier on each video of (N, 3, F, H, W), one video at a time.
 
     Round robin: each video goes through all paths before the next, the starting path rotating, so that other
     load on the machine drifting over time hits every path alike. `warmup_videos` go through all paths first,
@@ -187,9 +163,9 @@ def compare_many(
     for i, video in enumerate(videos):
         for name in names[i % len(names):] + names[: i % len(names)]:
             run = runs[name]
-            before = run.meter.seconds
+            before = run.meter.total_seconds
             logits[name].append(one(name, video, run.meter))
-            run.video_seconds.append(run.meter.seconds - before)
+            run.video_seconds.append(run.meter.total_seconds - before)
     labels = next(iter(purifiers.values())).config.candidate_labels
     for name, run in runs.items():
         timings = {k: s.seconds for k, s in run.meter.stages.items()}

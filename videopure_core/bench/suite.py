@@ -6,6 +6,7 @@ the memory bound of chunking.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..config import PurifyConfig
+from ..config import PurifyConfig, Runtime
 from ..flow import RaftFlow
 from .flops import stage_flops, unet_call_flops
 from .measure import matmul_rate
@@ -36,9 +37,9 @@ class Case:
     warmup: int = 1
 
 
-def base_config(models: BenchModels, device, t_star: int = 6) -> PurifyConfig:
-    """The float32 config both paths share (the model set's overrides, e.g. the world's guidance_reference)."""
-    return PurifyConfig(t_star=t_star, device=str(device), **models.config_overrides)
+def base_config(models: BenchModels, t_star: int = 6) -> PurifyConfig:
+    """The config both paths share (the model set's options, e.g. the world's lambda_reference)."""
+    return PurifyConfig(t_star=t_star).with_options(**models.purify_options)
 
 
 # --- floors and rates -------------------------------------------------------------------------------------------
@@ -56,14 +57,14 @@ def flop_floors(arch: str, frames: int, size: int, t_star: int, weights: Optiona
 @functools.lru_cache(maxsize=16)
 def _flop_floors(arch: str, frames: int, size: int, t_star: int, weights: Optional[str]) -> dict:
     meta = load_models(arch, "meta", weights)
-    config = base_config(meta, "meta", t_star)
-    flow_fn = RaftFlow(meta.raft, config.raft_iters, config.raft_input_range)
-    args = (meta.unet, meta.vae, flow_fn, meta.classifier, meta.embedding, frames, size, t_star)
+    d, flow_fn = meta.diffusion, RaftFlow(meta.raft)
+    args = (d.unet, d.vae, flow_fn, meta.classifier, d.embedding, frames, size, t_star)
     fast = stage_flops(*args)
-    naive_unet = t_star * unet_call_flops(meta.unet, meta.embedding, (2, 4, frames, size // 8, size // 8))
+    naive_unet = t_star * unet_call_flops(d.unet, d.embedding, (2, 4, frames, size // 8, size // 8))
     naive = {**fast, "invert": naive_unet, "denoise": naive_unet}  # the rest is the same work
-    params = {name: sum(p.numel() for p in getattr(meta, name).parameters()) for name in ("unet", "vae", "raft", "classifier")}
-    return {"arch": arch, "frames": frames, "size": size, "t_star": t_star, "raft_iters": config.raft_iters,
+    nets = {"unet": d.unet, "vae": d.vae, "raft": meta.raft, "classifier": meta.classifier}
+    params = {name: sum(p.numel() for p in net.parameters()) for name, net in nets.items()}
+    return {"arch": arch, "frames": frames, "size": size, "t_star": t_star, "raft_iters": flow_fn.iters,
             "fast": fast, "naive": naive, "params": params}
 
 
@@ -106,9 +107,9 @@ def comparison(
     videos_tensor: Optional[torch.Tensor] = None,
 ) -> dict:
     """Naive vs fast on `case.videos` videos: per-stage seconds per video and peak memory, votes, speedup."""
-    base = base_config(models, device, case.t_star)
-    fast_config = base.replace(**fast_changes)
-    purifier = fast_purifier(models, fast_config, _FAST_MODELS)
+    base = base_config(models, case.t_star)
+    runtime = Runtime(device=str(device)).replace(**fast_changes)
+    purifier = fast_purifier(models, base, runtime, _FAST_MODELS)
     if videos_tensor is None:
         videos_tensor, labels = bench_videos(case.arch, case.videos + case.warmup, case.frames, case.size)
     else:
@@ -118,12 +119,13 @@ def comparison(
     naive, fast = compare(models, base, purifier, timed, warm if case.warmup else None, run_naive)
     out = {
         "arch": case.arch, "frames": case.frames, "size": case.size, "t_star": case.t_star,
-        "videos": len(fast.video_seconds), "fast_config": _config_changes(fast_config),
+        "videos": len(fast.video_seconds), "fast_config": _runtime_changes(runtime),
         "fast": run_summary(fast), "labels": labels.tolist(),
         "wall_seconds": time.perf_counter() - start,
     }
     # memory the fast path itself needs: its peak minus the naive path's float32 copies, when both sit on the device
-    naive_only = 0 if purifier.unet is models.unet else module_bytes(models.unet) + module_bytes(models.vae)
+    d = models.diffusion
+    naive_only = 0 if purifier.models.unet is d.unet else module_bytes(d.unet) + module_bytes(d.vae)
     out["fast"]["own_peak_bytes"] = out["fast"]["peak_bytes"] - naive_only
     if naive is not None:
         out["naive"] = run_summary(naive)
@@ -147,10 +149,10 @@ def _one_line(out: dict) -> str:
     return text
 
 
-def _config_changes(config: PurifyConfig) -> dict:
-    default = PurifyConfig()
-    return {name: getattr(config, name) for name in PurifyConfig.field_names()
-            if getattr(config, name) != getattr(default, name)}
+def _runtime_changes(runtime: Runtime) -> dict:
+    default = Runtime()
+    return {f.name: getattr(runtime, f.name) for f in dataclasses.fields(Runtime)
+            if f.name != "device" and getattr(runtime, f.name) != getattr(default, f.name)}
 
 
 # --- scaling, ablation, memory bound ----------------------------------------------------------------------------
@@ -181,12 +183,12 @@ def scaling(
 
 
 def ablation_variants(device: torch.device, compile: bool) -> list[tuple[str, dict]]:
-    """Fast-path variants, each changing one execution option (relative to the float32 base config)."""
+    """Fast-path variants, each changing one execution option (Runtime fields, relative to float32 eager)."""
     bf16_vae_flow = {"autocast": "bfloat16", "autocast_networks": ("vae", "flow")}
     variants = [
         ("fp32: one UNet call/step, decode chunk 16, one classifier batch", {}),
-        ("fp32, decode/encode chunk 32", {"decode_chunk": 32, "encode_chunk": 32}),
-        ("fp32, decode/encode chunk 64", {"decode_chunk": 64, "encode_chunk": 64}),
+        ("fp32, chunk 32", {"chunk": 32}),
+        ("fp32, chunk 64", {"chunk": 64}),
         ("fp32, channels_last", {"channels_last": True}),
         ("bf16 autocast on VAE + flow", bf16_vae_flow),
         ("bf16 autocast on UNet + VAE + flow", {"autocast": "bfloat16"}),
@@ -206,9 +208,10 @@ def ablation_variants(device: torch.device, compile: bool) -> list[tuple[str, di
 def ablation(models: BenchModels, case: Case, device: torch.device, compile: bool, log: Log = print) -> list[dict]:
     """Every variant's fast path and the naive path on the same videos, round robin per video (compare_many)."""
     videos, _ = bench_videos(case.arch, case.videos + case.warmup, case.frames, case.size)
-    base = base_config(models, device, case.t_star)
+    base = base_config(models, case.t_star)
     variants = ablation_variants(device, compile)
-    purifiers = {name: fast_purifier(models, base.replace(**changes), _FAST_MODELS) for name, changes in variants}
+    purifiers = {name: fast_purifier(models, base, Runtime(device=str(device)).replace(**changes), _FAST_MODELS)
+                 for name, changes in variants}
     log(f"  {len(variants)} variants and the naive path, {case.videos} videos round robin ...")
     runs = compare_many(models, base, purifiers, videos[case.warmup :], videos[: case.warmup] if case.warmup else None)
     naive = runs["naive"]
@@ -231,7 +234,7 @@ def memory_bound(models: BenchModels, arch: str, frames: int, size: int, device:
     rows = []
     t_star = 6
     for name, chunk in (("chunks of 16 frames", 16), ("one call (no chunking)", (t_star + 1) * frames)):
-        changes = {"decode_chunk": chunk, "encode_chunk": min(chunk, frames)}
+        changes = {"chunk": chunk}
         out = comparison(models, Case(arch, frames, size, t_star, videos=1, warmup=0), device, changes, log, False)
         stages = out["fast"]["stages"]
         rows.append({"chunking": name, "decode_extra_bytes": stages["decode"]["extra_bytes"],

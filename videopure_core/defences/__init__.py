@@ -4,77 +4,61 @@
     result = defend_and_vote(defence, classifier, video)     # VoteResult, winner (B,)
 
 Names (`DEFENCES`): none, videopure, ddim-inversion, diffpure-ddim, diffpure-ddpm, jpeg, wavelet, shuffle.
-A spec is a name followed by `:key=value` options: PurifyConfig fields for the diffusion defences (plus
-`flow_grad` for videopure), `quality` and `gradient` (bpda or surrogate) for jpeg, `levels`/`sigma` for wavelet. Values: true/false, none, numbers,
-and tuples written with x (`guidance_reference=32x28x28`).
+A spec is a name followed by `:key=value` options: VideoPure options for the diffusion defences (the flat names
+of `PurifyConfig.with_options`, plus `flow_grad` and `checkpoint`), `quality` and `gradient` (bpda or surrogate)
+for jpeg, `levels`/`sigma` for wavelet. Values are read by `videopure_core.options.parse_value`: true/false, none,
+numbers, and tuples written with x (`lambda_reference=32x28x28`).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import inspect
 
-from .base import GRADIENTS, Defence, DefenceOutput, Gradient, Timer, defend_and_vote, defended_vote
+from ..config import DDIM_INVERSION
+from ..options import parse_assignments
+from .base import GRADIENTS, Defence, Gradient, defend_and_vote, one_candidate
 from .diffpure_ddim import DiffPureDDIM, noise_latent
 from .diffpure_ddpm import DiffPureDDPM, ddpm_step
 from .jpeg import Jpeg, jpeg_frames, jpeg_surrogate, quant_table
 from .none import NoDefence
 from .shuffle import TemporalShuffle, shuffle_frames
-from .videopure import DDIM_INVERSION, VideoPureDefence, ddim_inversion_defence
+from .videopure import VideoPureDefence, ddim_inversion_defence
 from .wavelet import WaveletDenoise, haar2d, ihaar2d, wavelet_denoise
 
+DIFFUSION_BUILDERS = {  # name -> builder(purifier, name=spec, **defence options)
+    "videopure": VideoPureDefence,
+    "ddim-inversion": ddim_inversion_defence,
+    "diffpure-ddim": DiffPureDDIM,
+    "diffpure-ddpm": DiffPureDDPM,
+}
+PIXEL_BUILDERS = {"none": NoDefence, "jpeg": Jpeg, "wavelet": WaveletDenoise, "shuffle": TemporalShuffle}
 DEFENCES: tuple[str, ...] = ("none", "videopure", "ddim-inversion", "diffpure-ddim", "diffpure-ddpm", "jpeg", "wavelet", "shuffle")
-DIFFUSION_DEFENCES: tuple[str, ...] = ("videopure", "ddim-inversion", "diffpure-ddim", "diffpure-ddpm")
-
-
-def parse_value(text: str):
-    """'true' -> True, 'none' -> None, '3' -> 3, '0.5' -> 0.5, '32x28x28' -> (32, 28, 28), else the text."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low == "none":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(low)
-        except ValueError:
-            pass
-    if "x" in low and all(part.isdigit() for part in low.split("x")):
-        return tuple(int(part) for part in low.split("x"))
-    return text.strip()
+DIFFUSION_DEFENCES: tuple[str, ...] = tuple(DIFFUSION_BUILDERS)
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
     """'videopure:guidance=false:t_star=4' -> ('videopure', {'guidance': False, 't_star': 4})."""
     name, *options = spec.strip().split(":")
-    kwargs = {}
-    for option in options:
-        if "=" not in option:
-            raise ValueError(f"Defence option {option!r} in {spec!r} is not key=value (e.g. 'jpeg:quality=50').")
-        key, value = option.split("=", 1)
-        kwargs[key.strip()] = parse_value(value)
-    return name.strip(), kwargs
+    return name.strip(), parse_assignments(options, f"Defence option in {spec!r}:", "'jpeg:quality=50'")
 
 
 def build_defence(spec: str, purifier=None) -> Defence:
-    """A Defence from a spec string; the diffusion defences need a Purifier (its models and base config)."""
+    """A Defence from a spec string; the diffusion defences need a Purifier (its models and base config).
+
+    For a diffusion defence, options its builder takes (flow_grad, checkpoint) go to the builder and the rest are
+    VideoPure options for the Purifier's config (`PurifyConfig.with_options`)."""
     name, options = parse_spec(spec)
-    if name not in DEFENCES:
-        raise ValueError(f"Unknown defence {name!r}; choose from {', '.join(DEFENCES)} (options as name:key=value).")
-    if name in DIFFUSION_DEFENCES:
+    if name in DIFFUSION_BUILDERS:
         if purifier is None:
             raise ValueError(f"The {name} defence needs a Purifier (the diffusion model); pass purifier=...")
-        flow_grad = bool(options.pop("flow_grad", False))
-        checkpoint = bool(options.pop("checkpoint", True))
-        p = purifier.with_config(**options) if options else purifier
-        if name == "videopure":
-            return VideoPureDefence(p, spec, flow_grad=flow_grad, checkpoint=checkpoint)
-        if name == "ddim-inversion":
-            return VideoPureDefence(p.with_config(**DDIM_INVERSION), spec, checkpoint=checkpoint)
-        cls = DiffPureDDIM if name == "diffpure-ddim" else DiffPureDDPM
-        return cls(p, spec, checkpoint=checkpoint)
-    classes = {"none": NoDefence, "jpeg": Jpeg, "wavelet": WaveletDenoise, "shuffle": TemporalShuffle}
+        builder = DIFFUSION_BUILDERS[name]
+        accepted = set(inspect.signature(builder).parameters) - {"purifier", "name"}
+        own = {k: options.pop(k) for k in list(options) if k in accepted}
+        return builder(purifier.with_config(**options) if options else purifier, name=spec, **own)
+    if name not in PIXEL_BUILDERS:
+        raise ValueError(f"Unknown defence {name!r}; choose from {', '.join(DEFENCES)} (options as name:key=value).")
     try:
-        defence = classes[name](**options)
+        defence = PIXEL_BUILDERS[name](**options)
     except TypeError as err:
         raise ValueError(f"Bad options for the {name} defence in {spec!r}: {err}.") from None
     defence.name = spec

@@ -13,53 +13,25 @@ How an adaptive attacker gets a gradient through the defence (`Defence.gradient`
                  pass it straight through to the input;
     "surrogate"  backpropagate through a differentiable approximation, `surrogate(video, generator)`.
 
-`differentiable` says whether `candidates(..., grad=True)` builds an autograd graph at all; the full-gradient
+Candidates are the pipeline's (`videopure_core.pipeline.Candidates`); the vote is the pipeline's
+`vote_candidates`. `differentiable` says whether `candidates(..., grad=True)` builds an autograd graph at all; the full-gradient
 adaptive attack (DiffAttack-style) uses it for the diffusion defences, whose declaration is "bpda" because the
 exact gradient costs a backward pass through every UNet call.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ..classifiers import classify
 from ..ddim import Callback
-from ..vote import VoteResult, vote
+from ..pipeline import Candidates, Hooks, as_hooks, vote_candidates
+from ..vote import VoteResult
 
 Gradient = Literal["exact", "bpda", "surrogate"]
 GRADIENTS: tuple[str, ...] = ("exact", "bpda", "surrogate")
-
-
-@dataclass
-class DefenceOutput:
-    """The candidates of a defended batch.
-
-    videos:  (K, B, 3, F, H, W) in [0,1]; part of an autograd graph when made with grad=True.
-    labels:  K ints naming the candidates (VideoPure: the paper's t of z_0^t; single-output defences: (0,)).
-    timings: seconds per stage.
-    """
-
-    videos: Tensor
-    labels: tuple[int, ...]
-    timings: dict = field(default_factory=dict)
-
-
-class Timer:
-    """Accumulates seconds per stage: `timer("encode", fn, *args)` runs fn and books its time."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, stage: str, fn, *args, **kwargs):
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-        return out
 
 
 class Defence:
@@ -69,17 +41,24 @@ class Defence:
     gradient:       "exact" | "bpda" | "surrogate", how adaptive attacks differentiate it (module docstring).
     stochastic:     whether two calls with different generator states can disagree (EOT matters).
     differentiable: whether `candidates(..., grad=True)` is supported (the full-gradient attack needs it).
+    defends:        False for the undefended model, whose adaptive attacks are the gray-box ones.
+    uses_flow:      whether it computes optical flow of the input; then `flow_grad` says whether exact-gradient
+                    attacks differentiate through the flow network too (Table VI) or hold the flow fixed.
     """
 
     name: str = "defence"
     gradient: Gradient = "exact"
     stochastic: bool = False
     differentiable: bool = True
+    defends: bool = True
+    uses_flow: bool = False
+    flow_grad: bool = False
 
     def candidates(
-        self, video: Tensor, generator: Optional[torch.Generator] = None, grad: bool = False, callback: Callback = None
-    ) -> DefenceOutput:
-        """video (B, 3, F, H, W) in [0,1] -> DefenceOutput with videos (K, B, 3, F, H, W).
+        self, video: Tensor, generator: Optional[torch.Generator] = None, grad: bool = False,
+        hooks: Hooks | Callback = None,
+    ) -> Candidates:
+        """video (B, 3, F, H, W) in [0,1] -> Candidates with videos (K, B, 3, F, H, W).
 
         grad=False runs without autograd; grad=True keeps the graph from `video` to the candidates (raises for
         defences that are not differentiable).
@@ -91,13 +70,14 @@ class Defence:
                 f"The {self.name} defence is not differentiable; attack it with BPDA (gradient='bpda') or its "
                 f"surrogate instead of the exact gradient."
             )
+        hooks = as_hooks(hooks)
         if grad:
             with torch.inference_mode(False), torch.enable_grad():
-                return self._candidates(video, generator, True, callback)
+                return self._candidates(video, generator, True, hooks)
         with torch.no_grad():
-            return self._candidates(video, generator, False, callback)
+            return self._candidates(video, generator, False, hooks)
 
-    def _candidates(self, video: Tensor, generator: Optional[torch.Generator], grad: bool, callback: Callback) -> DefenceOutput:
+    def _candidates(self, video: Tensor, generator: Optional[torch.Generator], grad: bool, hooks: Hooks) -> Candidates:
         raise NotImplementedError
 
     def surrogate(self, video: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -108,13 +88,9 @@ class Defence:
         return f"{type(self).__name__}(name={self.name!r}, gradient={self.gradient!r}, stochastic={self.stochastic})"
 
 
-def defended_vote(output: DefenceOutput, classifier: nn.Module, batch_size: int = 8) -> VoteResult:
-    """Classify every candidate and take the majority: DefenceOutput (K, B, ...) -> VoteResult (logits (K, B, C))."""
-    start = time.perf_counter()
-    k, b = output.videos.shape[:2]
-    logits = classify(classifier, output.videos.detach().flatten(0, 1), batch_size).reshape(k, b, -1)
-    timings = {**output.timings, "classify": time.perf_counter() - start}
-    return vote(logits, output.labels, timings)
+def one_candidate(videos: Tensor, hooks: Optional[Hooks] = None) -> Candidates:
+    """The Candidates of a single-output defence: videos (B, 3, F, H, W) -> K = 1, label 0."""
+    return Candidates(videos.unsqueeze(0), None, (0,), dict(hooks.seconds) if hooks is not None else {})
 
 
 def defend_and_vote(
@@ -122,8 +98,9 @@ def defend_and_vote(
     classifier: nn.Module,
     video: Tensor,
     generator: Optional[torch.Generator] = None,
-    callback: Callback = None,
+    hooks: Hooks | Callback = None,
     batch_size: int = 8,
 ) -> VoteResult:
     """The defended model's prediction: video (B, 3, F, H, W) in [0,1] -> VoteResult (winner (B,))."""
-    return defended_vote(defence.candidates(video, generator, callback=callback), classifier, batch_size)
+    hooks = as_hooks(hooks)
+    return vote_candidates(classifier, defence.candidates(video, generator, hooks=hooks), batch_size, hooks)

@@ -2,8 +2,8 @@
 
 On the same diffusion model and grid as VideoPure (SPEC "Baselines"): z0 = E(x); z_t = sqrt(a_t) z0 + sqrt(1-a_t) n
 with fresh Gaussian noise n from the generator at the top timestep of the purifier's schedule (t=101 with
-t*=6 on the 50-step grid); then t* unguided DDIM steps (`guided_denoise` with guidance off, whose last candidate is
-the final latent); decode. Stochastic through n; declaration BPDA, with the exact gradient available for the
+t*=6 on the 50-step grid); then t* unguided DDIM steps (the pipeline's denoising with guidance off, whose last
+candidate is the final latent); decode. Stochastic through n; declaration BPDA, with the exact gradient available for the
 full-gradient attack (checkpointed UNet calls).
 """
 
@@ -14,10 +14,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .. import pipeline
 from ..ddim import ddim_step
-from ..denoise import guided_denoise
 from ..purifier import Purifier
-from .base import Defence, DefenceOutput, Timer
+from .base import Defence
 
 
 def noise_latent(z0: Tensor, alpha_bar: float, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -27,7 +27,8 @@ def noise_latent(z0: Tensor, alpha_bar: float, generator: Optional[torch.Generat
 
 
 class DiffusionDefence(Defence):
-    """Shared plumbing of the diffusion baselines: eps function (no-grad or checkpointed), encode and decode."""
+    """Shared plumbing of the diffusion baselines: the pipeline's encode and decode around `sample`, on the
+    Purifier's networks (differentiable and checkpointed with grad=True)."""
 
     gradient = "bpda"
     stochastic = True
@@ -38,24 +39,17 @@ class DiffusionDefence(Defence):
         if name:
             self.name = name
 
-    def _eps_fn(self, grad: bool):
-        if not grad:
-            return self.purifier.eps_fn
-        from ..attacks.full import differentiable_eps_fn
+    def _candidates(self, video, generator, grad, hooks):
+        p = self.purifier
+        nets = p.networks(grad=grad, checkpoint=self.checkpoint)
+        z0 = pipeline.encode(nets, video.to(p.device), hooks)
+        z = self.sample(nets, z0, generator, hooks)
+        pixels = pipeline.decode(nets, z.unsqueeze(0), hooks)
+        return pipeline.Candidates(pixels, z.unsqueeze(0), (0,), dict(hooks.seconds))
 
-        return differentiable_eps_fn(self.purifier.unet, self.purifier.embedding, self.checkpoint)
-
-    def _candidates(self, video, generator, grad, callback):
-        from ..attacks.full import checkpointed_decode, checkpointed_encode
-
-        p, timer = self.purifier, Timer()
-        x = video.to(p.device)
-        z0 = timer("encode", checkpointed_encode, p.vae, x, p.config.encode_chunk, self.checkpoint and grad)
-        z = timer("denoise", self.sample, self._eps_fn(grad), z0, generator, callback)
-        pixels = timer("decode", checkpointed_decode, p.vae, z, p.config.decode_chunk, self.checkpoint and grad)
-        return DefenceOutput(pixels.unsqueeze(0), (0,), timer.seconds)
-
-    def sample(self, eps_fn, z0: Tensor, generator: Optional[torch.Generator], callback) -> Tensor:
+    def sample(self, nets: pipeline.Networks, z0: Tensor, generator: Optional[torch.Generator],
+               hooks: pipeline.Hooks) -> Tensor:
+        """z0 (B, 4, F, h, w) -> the purified latent of the same shape."""
         raise NotImplementedError
 
 
@@ -64,8 +58,8 @@ class DiffPureDDIM(DiffusionDefence):
 
     name = "diffpure-ddim"
 
-    def sample(self, eps_fn, z0, generator, callback):
+    def sample(self, nets, z0, generator, hooks):
         p = self.purifier
         z_t = noise_latent(z0, p.schedule.alpha_bar(p.schedule.timesteps[-1]), generator)
-        config = p.config.replace(guidance=False)
-        return guided_denoise(eps_fn, z_t, z0, None, p.schedule, config, callback)[-1]
+        config = p.config.with_options(guidance=False, single_candidate=0)
+        return pipeline.denoise(nets, z_t, z0, None, p.schedule, config, hooks)[0]

@@ -8,8 +8,12 @@ generator (Ho et al., 2020, Eqs. 6-7):
     z_{t-1} = sqrt(a_{t-1}) beta_t / (1 - a_t) x0_hat + sqrt(alpha_t) (1 - a_{t-1}) / (1 - a_t) z_t + sigma_t n,
     sigma_t^2 = (1 - a_{t-1}) / (1 - a_t) beta_t,  alpha_t = a_t / a_{t-1},  beta_t = 1 - alpha_t,
 
-with no noise on the last step. Like the DDIM defences (set_alpha_to_one=False) it ends at the level of
-alpha_bar[0] and decodes that latent. 101 UNet calls per video: the slowest defence (Table X).
+Last step: the authors' release samples with diffusers' DDPMScheduler, whose `step` adds the posterior noise
+whenever t > 0, so the step t=1 -> 0 is noised too; that is the default here (`last_step_noise=True`, spec
+`diffpure-ddpm:last_step_noise=false` for the noiseless last step of Ho et al.'s sampler, which ends at the
+posterior mean). Like the DDIM defences (set_alpha_to_one=False) it ends at the level of alpha_bar[0] and decodes
+that latent. 101 UNet calls per video: the slowest defence (Table X). Each step's x0_hat is shown to
+`hooks.candidate` (the DiffAttack-style attack's reconstructions).
 """
 
 from __future__ import annotations
@@ -40,15 +44,21 @@ class DiffPureDDPM(DiffusionDefence):
 
     name = "diffpure-ddpm"
 
-    def sample(self, eps_fn, z0, generator, callback):
+    def __init__(self, purifier, name: str | None = None, checkpoint: bool = True, last_step_noise: bool = True):
+        super().__init__(purifier, name, checkpoint)
+        self.last_step_noise = last_step_noise
+
+    def sample(self, nets, z0, generator, hooks):
         alphas = self.purifier.schedule.alphas_cumprod
         top = self.purifier.schedule.timesteps[-1]
         z = noise_latent(z0, float(alphas[top]), generator)
-        for i, t in enumerate(range(top, 0, -1)):
-            noise = None
-            if t > 1:
-                noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z.device, z.dtype)
-            z = ddpm_step(z, eps_fn(z, t), float(alphas[t]), float(alphas[t - 1]), noise)
-            if callback is not None:
-                callback("ddpm", i + 1, top)
+        with hooks.stage("denoise"):
+            for i, t in enumerate(range(top, 0, -1)):
+                noise = None
+                if t > 1 or self.last_step_noise:
+                    noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z.device, z.dtype)
+                eps = nets.eps(z, t)
+                hooks.candidate(t, predict_x0(z, eps, float(alphas[t])))
+                z = ddpm_step(z, eps, float(alphas[t]), float(alphas[t - 1]), noise)
+                hooks.progress("denoise", i + 1, top)
         return z

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .base import Defence, DefenceOutput
+from .base import Defence, one_candidate
 
 
 def jpeg_frames(frames: Tensor, quality: int = 75) -> Tensor:
@@ -119,8 +119,7 @@ class Jpeg(Defence):
         out = jpeg_surrogate(frames, self.quality).reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
         return out.unsqueeze(0)
 
-    def _candidates(self, video, generator, grad, callback):
+    def _candidates(self, video, generator, grad, hooks):
         b, c, f, h, w = video.shape
         frames = video.permute(0, 2, 3, 4, 1).reshape(b * f, h, w, c)
-        out = jpeg_frames(frames, self.quality).reshape(b, f, h, w, c).permute(0, 4, 1, 2, 3)
-        return DefenceOutput(out.unsqueeze(0), (0,), {})
+        return one_candidate(jpeg_frames(frames, self.quality).reshape(b, f, h, w, c).permute(0, 4, 1, 2, 3))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Defence, DefenceOutput
+from .base import Defence, one_candidate
 
 
 class NoDefence(Defence):
@@ -10,6 +10,7 @@ class NoDefence(Defence):
 
     name = "none"
     gradient = "exact"
+    defends = False
 
-    def _candidates(self, video, generator, grad, callback):
-        return DefenceOutput(video.unsqueeze(0), (0,), {})
+    def _candidates(self, video, generator, grad, hooks):
+        return one_candidate(video)

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base import Defence, DefenceOutput
+from .base import Defence, one_candidate
 
 
 def shuffle_frames(video: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -29,5 +29,5 @@ class TemporalShuffle(Defence):
     gradient = "exact"
     stochastic = True
 
-    def _candidates(self, video, generator, grad, callback):
-        return DefenceOutput(shuffle_frames(video, generator).unsqueeze(0), (0,), {})
+    def _candidates(self, video, generator, grad, hooks):
+        return one_candidate(shuffle_frames(video, generator))

@@ -1,25 +1,56 @@
-"""VideoPure as a defence (the core Purifier: all t*+1 candidates vote), and the DDIM-inversion baseline.
+"""VideoPure as a defence (the core pipeline, all t*+1 candidates vote), and the DDIM-inversion baseline.
 
-Forward (grad=False) is exactly `Purifier.purify`. With grad=True the same stages run differentiably for the
-full-gradient attack: checkpointed UNet calls and VAE chunks (`attacks.full`), the guided steps with
-create_graph=True, and the flow of the input either held fixed (default) or differentiated through RAFT
+Forward (grad=False) is exactly `Purifier.purify`. With grad=True the same pipeline runs on the Purifier's
+differentiable networks for the full-gradient attack: checkpointed UNet calls and VAE chunks, the guided steps
+kept in the autograd graph, and the flow of the input either held fixed (default) or differentiated through RAFT
 (`flow_grad=True`). The declaration is BPDA: the exact gradient is the expensive full-gradient attack.
 
-DDIM inversion (SPEC "Baselines"; Table IV's first row) is the same purifier with
-`temporal=False, guidance=False, single_candidate=0`: per-frame eps, t* steps up, t* DDIM steps down, one output.
+DDIM inversion (SPEC "Baselines"; Table IV's first row) is the same purifier with `config.DDIM_INVERSION`:
+per-frame eps, t* steps up, t* DDIM steps down, one output.
+
+Flow of repeated frame pairs is computed once (`UniqueFlow`): the attacks batch TT's temporally shifted copies and
+EOT's draws as extra videos, whose frame pairs repeat (a cyclic shift of a video has the same consecutive pairs
+but one), so RAFT runs on the distinct pairs of the whole batch only. Same flow, up to float rounding of another
+batch composition (tested).
 """
 
 from __future__ import annotations
 
-from ..config import PurifyConfig
-from ..denoise import guided_denoise
-from ..flow import latent_flow
-from ..inversion import ddim_invert
-from ..purifier import Purifier
-from ..video import to_channels_last
-from .base import Defence, DefenceOutput, Timer
+import dataclasses
 
-DDIM_INVERSION = dict(temporal=False, guidance=False, single_candidate=0)
+import torch
+from torch import Tensor
+
+from .. import pipeline
+from ..config import DDIM_INVERSION, PurifyConfig
+from ..purifier import Purifier
+from .base import Defence
+
+
+class UniqueFlow:
+    """A FlowFn that runs `flow_fn` once per distinct (image1, image2) pair of its batch, `chunk` pairs per call,
+    and scatters the flows back: (N, 3, H, W) x 2 -> (N, 2, H, W)."""
+
+    def __init__(self, flow_fn, chunk: int = 16):
+        self.flow_fn, self.chunk = flow_fn, chunk
+
+    def __call__(self, image1: Tensor, image2: Tensor) -> Tensor:
+        n = image1.shape[0]
+        pairs = torch.cat([image1.reshape(n, -1), image2.reshape(n, -1)], 1)
+        unique, inverse = torch.unique(pairs, dim=0, return_inverse=True)
+        if unique.shape[0] == n:
+            order = range(n)
+            first = torch.arange(n)
+        else:
+            first = torch.full((unique.shape[0],), n, dtype=torch.long)
+            first.scatter_reduce_(0, inverse.cpu(), torch.arange(n), reduce="amin")
+            order = first.tolist()
+        index = torch.as_tensor(list(order), device=image1.device)
+        a, b = image1[index], image2[index]
+        flows = torch.cat([self.flow_fn(p, q) for p, q in zip(a.split(self.chunk), b.split(self.chunk))])
+        if unique.shape[0] == n:
+            return flows
+        return flows[inverse.to(flows.device)]
 
 
 class VideoPureDefence(Defence):
@@ -32,6 +63,7 @@ class VideoPureDefence(Defence):
 
     def __init__(self, purifier: Purifier, name: str | None = None, flow_grad: bool = False, checkpoint: bool = True):
         self.purifier, self.flow_grad, self.checkpoint = purifier, flow_grad, checkpoint
+        self.uses_flow = purifier.config.needs_flow
         if name:
             self.name = name
 
@@ -39,35 +71,16 @@ class VideoPureDefence(Defence):
     def config(self) -> PurifyConfig:
         return self.purifier.config
 
-    def _candidates(self, video, generator, grad, callback):
-        if not grad:
-            out = self.purifier.purify(to_channels_last(video), callback)
-            return DefenceOutput(out.videos.movedim(-1, -4).to(video.device), out.labels, out.timings)
-        return self._differentiable(video, callback)
-
-    def _differentiable(self, video, callback):
-        from ..attacks.full import checkpointed_decode, checkpointed_encode, differentiable_eps_fn, differentiable_flow_fn
-
-        p, c, timer = self.purifier, self.purifier.config, Timer()
-        eps_fn = differentiable_eps_fn(p.unet, p.embedding, self.checkpoint)
-        x = video.to(p.device)
-        z0 = timer("encode", checkpointed_encode, p.vae, x, c.encode_chunk, self.checkpoint)
-        flow = None
-        if c.needs_flow:
-            if p.flow_fn is None:
-                p.flow(x, tuple(z0.shape[-2:]))  # raises the purifier's error naming the fix
-            flow_fn = differentiable_flow_fn(p.flow_fn) if self.flow_grad else p.flow_fn
-            source = x if self.flow_grad else x.detach()
-            flow = timer("flow", latent_flow, flow_fn, source, tuple(z0.shape[-2:]), c.bidirectional, c.occlusion_mask, c.flow_chunk)
-        z_start = timer("invert", ddim_invert, eps_fn, z0, p.schedule, c.temporal, c.noise_frame, callback)
-        latents = timer("denoise", guided_denoise, eps_fn, z_start, z0, flow, p.schedule, c, callback, True)
-        if c.single_candidate is not None:
-            latents = latents[c.t_star - c.single_candidate :][:1]
-        k, b = latents.shape[:2]
-        pixels = timer("decode", checkpointed_decode, p.vae, latents.flatten(0, 1), c.decode_chunk, self.checkpoint)
-        return DefenceOutput(pixels.reshape(k, b, *pixels.shape[1:]), c.candidate_labels, timer.seconds)
+    def _candidates(self, video, generator, grad, hooks):
+        p = self.purifier
+        nets = p.networks(grad=True, checkpoint=self.checkpoint, flow_grad=self.flow_grad) if grad else p.networks()
+        if nets.flow is not None and not nets.flow_grad:  # RAFT once per distinct frame pair of the whole batch
+            chunk = nets.flow_chunk or nets.chunk
+            nets = dataclasses.replace(nets, flow=UniqueFlow(nets.flow, chunk), flow_chunk=max(1, video.shape[0]) * video.shape[2])
+        video = video.to(p.device) if grad else p.prepare(video)
+        return pipeline.purify(nets, video, p.schedule, p.config, pipeline.as_hooks(hooks, p.device))
 
 
-def ddim_inversion_defence(purifier: Purifier, name: str = "ddim-inversion") -> VideoPureDefence:
+def ddim_inversion_defence(purifier: Purifier, name: str = "ddim-inversion", checkpoint: bool = True) -> VideoPureDefence:
     """The DDIM-inversion baseline: the same models with plain inversion, no guidance, one output."""
-    return VideoPureDefence(purifier.with_config(**DDIM_INVERSION), name=name)
+    return VideoPureDefence(purifier.with_config(**DDIM_INVERSION), name=name, checkpoint=checkpoint)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..video import frames_of, video_of
-from .base import Defence, DefenceOutput
+from .base import Defence, one_candidate
 
 
 def haar2d(x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -93,6 +93,5 @@ class WaveletDenoise(Defence):
     def __init__(self, levels: int = 3, sigma: float | None = None):
         self.levels, self.sigma = levels, sigma
 
-    def _candidates(self, video, generator, grad, callback):
-        out = video_of(wavelet_denoise(frames_of(video), self.levels, self.sigma), video.shape[0])
-        return DefenceOutput(out.unsqueeze(0), (0,), {})
+    def _candidates(self, video, generator, grad, hooks):
+        return one_candidate(video_of(wavelet_denoise(frames_of(video), self.levels, self.sigma), video.shape[0]))

@@ -23,13 +23,14 @@ import torch
 from torch import Tensor
 
 from ..io import fit_video, frame_files, read_frames
+from ..video import from_frames
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".mpg", ".mpeg")
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One labelled clip; `load()` returns (F, H, W, 3) float32 in [0,1]."""
+    """One labelled clip; `load()` returns the video (3, F, H, W) float32 in [0,1]."""
 
     id: str
     label: int
@@ -67,11 +68,12 @@ def read_video_file(path: str | os.PathLike, max_frames: int | None = None) -> T
 
 
 def _prepare(video: Tensor, frames: int | None, size: int | None, clip_id: str) -> Tensor:
+    """Frames (F, H, W, 3) -> the clip's video (3, F, H, W): cut to `frames`, resized to `size`."""
     if frames is not None:
         if video.shape[0] < frames:
             raise ValueError(f"Clip {clip_id} has {video.shape[0]} frames, fewer than --frames {frames}; pass fewer frames.")
         video = video[:frames]
-    return fit_video(video, size)
+    return from_frames(fit_video(video, size), name=f"clip {clip_id}")[0]
 
 
 def world_dataset(n: int, split: str = "test", frames: int | None = None, size: int | None = None) -> Dataset:

@@ -40,3 +40,8 @@ def barrier() -> None:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    """Whether this process is rank 0 (or the only process)."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from ..io import atomic_write
+
 Key = tuple[str, str, str]  # (defence, attack, clip)
 
 
@@ -83,11 +85,7 @@ def merge_records(out: str | os.PathLike) -> Path:
     out = Path(out)
     records = load_records(out)
     target = out / "records.jsonl"
-    tmp = target.with_name(target.name + ".tmp")
-    with tmp.open("w") as f:
+    with atomic_write(target) as f:
         for record in records:
             f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
     return target

@@ -22,4 +22,8 @@ from .generator import (
     save_clip_pngs,
     split_seeds,
 )
-from .models import WORLD_PURIFY_OPTIONS
+
+WORLD_OPTIONS: dict = {"lambda_reference": (32, 28, 28)}
+"""VideoPure's options in the small world (`PurifyConfig().with_options(**WORLD_OPTIONS)`): the paper's
+hyperparameters, with the guidance step rescaled from the paper's 32x28x28 latent to this world's 16x8x8 (both
+losses are means, so unscaled steps would be ~25x larger per element here; see Guidance.lambda_reference)."""

@@ -16,7 +16,6 @@ import math
 import os
 import string
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,30 +23,31 @@ from tqdm.auto import tqdm
 
 from ..attacks import classifier_grad_fn, pgd
 from ..classifiers import classify
-from ..config import PurifyConfig
+from .. import pipeline
+from ..config import TABLE_IV, PurifyConfig
 from ..flow import RaftFlow
+from ..io import atomic_write
 from ..purifier import Purifier
 from ..vote import vote
-from ..vae import decode_latents, encode_video
+from . import WORLD_OPTIONS
 from .generator import make_split
-from .models import WEIGHTS, WORLD_PURIFY_OPTIONS, load_world
+from .models import WEIGHTS, load_world, vae_decode, vae_encode
 
 HELP = "Measure the trained small world (accuracy, PSNR, flow EPE, PGD, VideoPure) and update its model card."
 TEMPLATE = Path(__file__).parent / "MODEL_CARD.template.md"
 
-WORLD_CONFIG = PurifyConfig(**WORLD_PURIFY_OPTIONS)
-"""VideoPure's config in the small world: the paper's defaults with `models.WORLD_PURIFY_OPTIONS`."""
+WORLD_CONFIG = PurifyConfig().with_options(**WORLD_OPTIONS)
+"""VideoPure's settings in the small world (world.WORLD_OPTIONS)."""
 
-TABLE_IV = {
-    "plain_inversion": dict(temporal=False, guidance=False, single_candidate=0),
-    "temporal_inversion": dict(guidance=False, single_candidate=0),
-    "temporal_vote": dict(guidance=False),
-    "temporal_guided": dict(single_candidate=0),
-    "videopure": {},
+ROW_KEYS = {
+    "plain DDIM inversion": "plain_inversion",
+    "temporal DDIM inversion": "temporal_inversion",
+    "temporal inversion + voting": "temporal_vote",
+    "temporal inversion + optimisation": "temporal_guided",
+    "VideoPure": "videopure",
 }
-"""The rows of the paper's Table IV as PurifyConfig changes on top of WORLD_CONFIG (see config.py): plain DDIM
-inversion (no module), temporal DDIM inversion, + multi-step voting, + spatial-temporal optimisation (no voting),
-and full VideoPure. Single-candidate rows keep z_0^0."""
+"""config.TABLE_IV's rows (the paper's Table IV, as options on top of WORLD_CONFIG; single-candidate rows keep
+z_0^0) -> the short keys of metrics.json and the card template."""
 
 TARGETS = {
     "classifier_clean_acc": 0.98,  # issue 11: clean >= 98%
@@ -91,13 +91,15 @@ def measure_models(world, n_test: int = 96, progress: bool = True, flow_clips: i
 
     recon, latents = [], []
     for part in tqdm(x.split(8), desc="vae", disable=not progress):
-        z = encode_video(m.vae, part)
+        z = vae_encode(m.vae, part)
         latents.append(z)
-        recon.append(decode_latents(m.vae, z))
+        recon.append(vae_decode(m.vae, z))
     recon, latents = torch.cat(recon), torch.cat(latents)
     out["vae_psnr_db"] = round(psnr(recon, x), 2)
     out["classifier_recon_acc"] = _accuracy(classify(world.classifier, recon), labels)
     out["latent_shape"] = list(latents.shape[1:])
+    out["vae_block_out_channels"] = list(m.vae.config.block_out_channels)  # the card describes the weights measured
+    out["unet_block_out_channels"] = list(m.unet.config.block_out_channels)
 
     flow_fn = RaftFlow(world.raft, iters=10)
     pairs = slice(0, min(n_test, flow_clips))
@@ -109,7 +111,7 @@ def measure_models(world, n_test: int = 96, progress: bool = True, flow_clips: i
     out["flow_epe_zero_flow_px"] = round(float(gt.pow(2).sum(1).sqrt().mean()), 3)
     out["flow_pairs"] = int(a.shape[0])
 
-    from ..ddim import unet_eps_fn
+    from ..networks import unet_eps_fn
     from ..schedule import make_schedule
 
     eps_fn = unet_eps_fn(m.unet, m.embedding)
@@ -131,27 +133,34 @@ def measure_models(world, n_test: int = 96, progress: bool = True, flow_clips: i
 
 
 def table_iv(purifier: Purifier, videos: torch.Tensor, classifier, rows: dict = TABLE_IV, chunk: int = 8) -> dict:
-    """Winners (N,) and candidates' mean frame difference (N,) of each row of `rows` for edge videos (N, F, H, W, 3).
+    """Winners (N,) and candidates' mean frame difference (N,) of each row of `rows` (name -> with_options options
+    on top of `purifier.config`) for videos (N, 3, F, H, W).
 
     Rows that differ only in which candidates vote share one run: per chunk of videos the input is encoded and its
-    flow estimated once, each (temporal, guidance) setting inverts and denoises once, and each row then votes
-    with its own candidates (config.candidate_labels). The same numbers as `purifier.with_config(**row).predict`.
+    flow estimated once, each (temporal, guidance) setting inverts and denoises once (pipeline stages), and each
+    row then votes with its own candidates (config.candidate_labels). The same winners as
+    `purifier.with_config(**row).predict`.
     """
-    configs = {name: purifier.config.replace(**changes) for name, changes in rows.items()}
-    settings = {(c.temporal, c.guidance) for c in configs.values()}
+    configs = {name: purifier.config.with_options(**changes) for name, changes in rows.items()}
+    settings = {(c.temporal, c.guidance.enabled) for c in configs.values()}
+    nets, hooks = purifier.networks(), pipeline.Hooks()
     out = {name: ([], []) for name in rows}
     for part in videos.split(chunk):
         with torch.no_grad():
             x = purifier.prepare(part)
-            z0 = purifier.encode(x)
-            flow = purifier.flow(x, tuple(z0.shape[-2:])) if any(c.needs_flow for c in configs.values()) else None
+            z0 = pipeline.encode(nets, x, hooks)
+            flows = {}
             for temporal, guidance in sorted(settings):
                 p = purifier.with_config(temporal=temporal, guidance=guidance, single_candidate=None)
-                latents = p.denoise(p.invert(z0), z0, flow)  # (K, B, 4, F, h, w), labels t_star ... 0
-                pixels = p.decode(latents)  # (K, B, 3, F, H, W)
+                key = p.config.needs_flow
+                if key not in flows:
+                    flows[key] = pipeline.flow(nets, x, tuple(z0.shape[-2:]), p.config.guidance, hooks)
+                z_start = pipeline.invert(nets, z0, p.schedule, p.config, hooks)
+                latents = pipeline.denoise(nets, z_start, z0, flows[key], p.schedule, p.config, hooks)  # (K, B, ...)
+                pixels = pipeline.decode(nets, latents, hooks)  # (K, B, 3, F, H, W)
                 logits = classify(classifier, pixels.flatten(0, 1)).reshape(*pixels.shape[:2], -1)
                 for name, config in configs.items():
-                    if (config.temporal, config.guidance) != (temporal, guidance):
+                    if (config.temporal, config.guidance.enabled) != (temporal, guidance):
                         continue
                     keep = [p.config.candidate_labels.index(t) for t in config.candidate_labels]
                     out[name][0].append(vote(logits[keep], config.candidate_labels).winner)
@@ -171,21 +180,20 @@ def measure_purification(world, config: PurifyConfig = WORLD_CONFIG, n_clips: in
     for part, y in tqdm(list(zip(x.split(8), labels.split(8))), desc="pgd", disable=not progress):
         adv.append(pgd(grad_fn, part, y, eps=eps, step=eps / 2, steps=steps, generator=g)[0])
     adv = torch.cat(adv)
-    with torch.no_grad():
-        adv_recon = torch.cat([decode_latents(purifier.vae, purifier.encode(part)) for part in adv.split(8)])
+    adv_recon = torch.cat([vae_decode(purifier.models.vae, vae_encode(purifier.models.vae, part)) for part in adv.split(8)])
     out = {
         "attack_clips": n_clips,
         "pgd": {"norm": "linf", "eps": round(eps * 255, 3), "step": round(eps * 255 / 2, 3), "steps": steps, "random_start": True},
         "undefended_clean_acc": _accuracy(classify(world.classifier, x), labels),
         "undefended_pgd_acc": _accuracy(classify(world.classifier, adv), labels),
         "classifier_adv_recon_acc": _accuracy(classify(world.classifier, adv_recon), labels),
-        "config": {k: v for k, v in asdict(config).items() if v != getattr(PurifyConfig(), k)},
+        "config": config.options(),
     }
-    clean_rows = table_iv(purifier, videos, world.classifier)
-    adv_rows = table_iv(purifier, adv.permute(0, 2, 3, 4, 1), world.classifier)
+    clean_rows = table_iv(purifier, x, world.classifier)
+    adv_rows = table_iv(purifier, adv, world.classifier)
     input_motion = frame_difference(x).mean()
     rows = {
-        name: {
+        ROW_KEYS[name]: {
             "standard_acc": float((clean_rows[name][0] == labels).float().mean()),
             "robust_acc_star": float((adv_rows[name][0] == labels).float().mean()),
             "motion_ratio": round(float(clean_rows[name][1].mean() / input_motion), 3),
@@ -198,7 +206,7 @@ def measure_purification(world, config: PurifyConfig = WORLD_CONFIG, n_clips: in
     out["videopure_motion_ratio"] = rows["videopure"]["motion_ratio"]
 
     winners, seconds = [], []
-    for video in videos[:2]:  # one video per call, as tests/test_world_models.py checks them
+    for video in x[:2]:  # one video per call, as tests/test_world_models.py checks them
         start = time.perf_counter()
         winners.append(int(purifier.predict(video, world.classifier).winner))
         seconds.append(time.perf_counter() - start)
@@ -220,8 +228,6 @@ def _mark(ok: bool) -> str:
 
 def card_fields(metrics: dict, log: dict) -> dict:
     """The named values MODEL_CARD.template.md is filled with (strings), from metrics.json and training_log.json."""
-    from .models import WORLD_UNET_CONFIG, WORLD_VAE_CONFIG
-
     m, plan, t = metrics, log.get("plan", {}), TARGETS
     clean, rows = m["classifier_clean_acc"], m["table_iv"]
     vp, plain = rows["videopure"], rows["plain_inversion"]
@@ -234,9 +240,9 @@ def card_fields(metrics: dict, log: dict) -> dict:
         fields[f"{stage}_threads"] = str(entry.get("threads", "?"))
         fields[f"{stage}_curve"] = _curve_points(entry.get("curve", []))
     fields["training_minutes"] = f"{sum(seconds.get(s, 0) for s in stages) / 60:.0f}"
-    fields["vae_channels"] = "/".join(map(str, WORLD_VAE_CONFIG["block_out_channels"]))
-    fields["vae_down"] = str(2 ** (len(WORLD_VAE_CONFIG["block_out_channels"]) - 1))
-    fields["unet_channels"] = "/".join(map(str, WORLD_UNET_CONFIG["block_out_channels"]))
+    fields["vae_channels"] = "/".join(map(str, m["vae_block_out_channels"]))
+    fields["vae_down"] = str(2 ** (len(m["vae_block_out_channels"]) - 1))
+    fields["unet_channels"] = "/".join(map(str, m["unet_block_out_channels"]))
     fields["latent_shape"] = "x".join(map(str, m["latent_shape"]))
     pct = lambda v: f"{v:.1%}"  # noqa: E731
     fields.update(
@@ -289,10 +295,10 @@ def evaluate_world(weights: str | os.PathLike = WEIGHTS, n_test: int = 96, n_att
     log_path = weights / "training_log.json"
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
     metrics["training_seconds"] = {k: v["seconds"] for k, v in log.items() if isinstance(v, dict) and "seconds" in v}
-    for name, text in (("metrics.json", json.dumps(metrics, indent=1) + "\n"), ("MODEL_CARD.md", model_card(metrics, log))):
-        tmp = weights / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, weights / name)
+    card = model_card(metrics, log)  # rendered first: a template error writes neither file
+    for name, text in (("metrics.json", json.dumps(metrics, indent=1) + "\n"), ("MODEL_CARD.md", card)):
+        with atomic_write(weights / name) as f:
+            f.write(text)
     return metrics
 
 

@@ -27,8 +27,6 @@ import copy
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,15 +37,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..io import atomic_path, atomic_write
 from ..schedule import MODELSCOPE_SCHEDULER_CONFIG
 from .generator import CLASSES, WorldSpec, make_batch, make_split
 from .models import (
     WEIGHTS,
+    WORLD_CONFIGS,
     WORLD_UNET_CONFIG,
     WORLD_VAE_CONFIG,
     WorldClassifier,
     null_embedding,
     save_classifier,
+    vae_encode,
+    vae_round_trip,
 )
 
 HELP = "Train the small world's VAE, classifier, RAFT-small and UNet3D from scratch (CPU, seeded)."
@@ -111,17 +113,6 @@ def _cosine_lr(opt: torch.optim.Optimizer, base: float, step: int, total: int, w
         group["lr"] = lr
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
-def _tmp_dir(out: Path, name: str) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
-
-
 def _as_uint8(videos: Tensor) -> Tensor:
     return (videos.clamp(0, 1) * 255).round().to(torch.uint8)
 
@@ -146,9 +137,8 @@ class _Log:
         merged = json.loads(self.path.read_text()) if self.path.is_file() else {}
         merged.update({k: self.data[k] for k in ("plan", *names) if k in self.data})
         self.data = {**merged, **{k: self.data[k] for k in names}}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        os.replace(tmp, self.path)
+        with atomic_write(self.path) as f:  # a unique temporary per writer: parallel stages never collide
+            f.write(json.dumps(self.data, indent=1))
 
 
 class StagePaused(Exception):
@@ -189,10 +179,8 @@ class _Loop:
             "model": self.model.state_dict(), "opt": self.opt.state_dict(), "generator": self.generator.get_state(),
             "rng": torch.get_rng_state(), "ema": None if self.ema is None else self.ema.state_dict(),
         }
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint)
+        with atomic_path(self.checkpoint) as tmp:
+            torch.save(state, tmp)
 
     def _load(self, curve: _Curve) -> tuple[int, float]:
         state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
@@ -304,10 +292,8 @@ def train_vae(pool: Tensor, plan: TrainPlan, out: Path, log: _Log, progress: boo
         latents = torch.cat([vae.encode(part).latent_dist.mean for part in sample.split(64)])
     scaling = 1.0 / float(latents.std())
     vae.register_to_config(scaling_factor=scaling)
-    tmp = _tmp_dir(out, "vae")
-    vae.save_pretrained(tmp)
-    (out / "diffusion").mkdir(parents=True, exist_ok=True)
-    _replace_dir(tmp, out / "diffusion" / "vae")
+    with atomic_path(out / "diffusion" / "vae", directory=True) as tmp:
+        vae.save_pretrained(tmp)
     log.stage("vae", curve, seconds, scaling_factor=scaling, config=config)
     loop.finish()
     return vae
@@ -316,12 +302,10 @@ def train_vae(pool: Tensor, plan: TrainPlan, out: Path, log: _Log, progress: boo
 @torch.no_grad()
 def reconstruct(vae, pool: Tensor, chunk: int = 64) -> Tensor:
     """VAE reconstructions of uint8 clips (N, F, H, W, 3), returned as uint8 (posterior mean, like purification)."""
-    from ..vae import decode_latents, encode_video
-
     out = []
     for clips in pool.split(8):
         video = _as_float(clips).permute(0, 4, 1, 2, 3)
-        out.append(_as_uint8(decode_latents(vae, encode_video(vae, video, chunk), chunk).permute(0, 2, 3, 4, 1)))
+        out.append(_as_uint8(vae_round_trip(vae, video, chunk).permute(0, 2, 3, 4, 1)))
     return torch.cat(out)
 
 
@@ -342,9 +326,8 @@ def train_classifier(pool: Tensor, recon: Tensor, labels: Tensor, plan: TrainPla
 
     loop = _Loop("classifier", out, plan, model, opt, plan.classifier_lr, plan.classifier_steps, g)
     model, curve, seconds = loop.run(loss_fn, resume, stop_after, progress)
-    tmp = _tmp_dir(out, "classifier")
-    save_classifier(model, tmp, CLASSES)
-    _replace_dir(tmp, out / "classifier")
+    with atomic_path(out / "classifier", directory=True) as tmp:
+        save_classifier(model, tmp, CLASSES)
     log.stage("classifier", curve, seconds)
     loop.finish()
     return model
@@ -453,17 +436,12 @@ def train_unet(latents: Tensor, plan: TrainPlan, out: Path, log: _Log, progress=
 
     loop = _Loop("unet", out, plan, unet, opt, plan.unet_lr, plan.unet_steps, g, clip_grad=1.0, ema_decay=plan.unet_ema)
     unet, curve, seconds = loop.run(loss_fn, resume, stop_after, progress)
-    tmp = _tmp_dir(out, "unet")
-    unet.save_pretrained(tmp / "unet")
-    scheduler.save_config(tmp / "scheduler")
-    save_embedding(emb, tmp / EMBEDDING_FILE)
     diffusion = out / "diffusion"
-    diffusion.mkdir(parents=True, exist_ok=True)
-    for name in ("unet", "scheduler", EMBEDDING_FILE):
-        if (diffusion / name).is_dir():
-            shutil.rmtree(diffusion / name)
-        os.replace(tmp / name, diffusion / name)
-    shutil.rmtree(tmp)
+    with atomic_path(diffusion / "unet", directory=True) as tmp:
+        unet.save_pretrained(tmp)
+    with atomic_path(diffusion / "scheduler", directory=True) as tmp:
+        scheduler.save_config(tmp)
+    save_embedding(emb, diffusion / EMBEDDING_FILE)  # (atomic itself)
     log.stage("unet", curve, seconds, config=config)
     loop.finish()
     return unet
@@ -488,8 +466,6 @@ def train_world(out: str | os.PathLike, plan: TrainPlan = TrainPlan(), spec: Wor
     a long stage can be split over several runs.
     """
     from diffusers import AutoencoderKL
-
-    from ..vae import encode_video
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -517,7 +493,7 @@ def train_world(out: str | os.PathLike, plan: TrainPlan = TrainPlan(), spec: Wor
     if todo("unet"):
         t0 = time.perf_counter()
         with torch.no_grad():
-            latents = torch.cat([encode_video(vae, _as_float(c).permute(0, 4, 1, 2, 3), 64) for c in pool.split(16)])
+            latents = torch.cat([vae_encode(vae, _as_float(c).permute(0, 4, 1, 2, 3), 64) for c in pool.split(16)])
         log.stage("encode", [], time.perf_counter() - t0)
         train_unet(latents, plan, out, log, progress, resume, stop_after, unet_config)
     log.data["total_seconds"] = round(time.perf_counter() - start, 1)
@@ -535,6 +511,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
                    help="end each stage after this many steps in this run (checkpointed; continue with --resume)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--vae-down", type=int, default=8, choices=sorted(WORLD_CONFIGS),
+                   help="VAE downsampling: 8 (an 8x8 latent, the shipped world) or 4 (a 16x16 latent, issue 11's trial)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -542,7 +520,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     plan = TrainPlan(seed=args.seed).scaled(args.scale) if args.scale != 1.0 else TrainPlan(seed=args.seed)
     try:
-        out = train_world(args.out, plan, stages=tuple(args.stages), resume=args.resume, stop_after=args.stop_after)
+        vae_config, unet_config = WORLD_CONFIGS[args.vae_down]
+        out = train_world(args.out, plan, stages=tuple(args.stages), resume=args.resume, stop_after=args.stop_after,
+                          vae_config=vae_config, unet_config=unet_config)
     except StagePaused as paused:
         print(paused)
         return 0

@@ -1,6 +1,7 @@
-"""ComfyUI workflow files without ComfyUI: build UI-format graphs, convert them to the API format, check both.
+"""ComfyUI workflow files without ComfyUI: build UI-format graphs and convert them to the API format.
 
-Two formats describe the same graph:
+The tooling behind workflows/build.py (and the workflow checks in tests/comfy_tools.py). Two formats describe the
+same graph:
 - UI format (what the frontend saves and loads, version 0.4): "nodes" with id, type, pos, size, inputs (sockets,
   each with the id of the link feeding it), outputs (with the ids of their links) and `widgets_values`, the
   widget values **by position**; and "links" as [id, from_node, from_slot, to_node, to_slot, type].
@@ -13,18 +14,26 @@ or a list of options (a combo), in definition order, required before optional; a
 with control_after_generate, stores one more value after its own (the frontend's "fixed"/"randomize" control).
 `node_info` makes such definitions from node classes (as ComfyUI's server does), so everything here also works
 on a pack's classes alone.
-
-This module never imports ComfyUI.
 """
 
 from __future__ import annotations
 
 import json
-from collections import deque
 from typing import Any, Iterable
 
 VALUE_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 VIRTUAL_NODES = ("Note", "MarkdownNote")  # frontend-only nodes: no class on the server, never in the API format
+
+# How the frontend (LiteGraph, 1.32 and 1.49 alike) sizes a node: a title bar above `pos`, then one row per socket
+# (inputs and outputs side by side), then one row per widget.
+TITLE_HEIGHT, SLOT_HEIGHT, WIDGET_HEIGHT, NODE_PADDING = 30, 20, 24, 14
+
+# Where a saved view may put the graph, in screen pixels of a 1920x1080 window: clear of the frontend's left
+# sidebar (60 px), its top bars (up to 135 px in 1.32 with the banner and breadcrumb; 95 px in 1.49) and, for the
+# wide view, of the minimap and canvas controls in the bottom right corner (from x 1650, y 810).
+SCREEN = (1920, 1080)
+SAFE_VIEWS = ((80, 140, 1890, 800), (80, 140, 1640, 1060))  # (left, top, right, bottom): wide-short, narrow-tall
+MAX_VIEW_SCALE = 1.0
 
 # The core nodes VideoPure's bundled workflows use, as ComfyUI 0.3.75 and 0.33 define them (inputs that matter).
 CORE_NODES: dict[str, dict] = {
@@ -36,6 +45,26 @@ CORE_NODES: dict[str, dict] = {
                   "output_node": True, "display_name": "Save Image"},
     "PreviewAny": {"input": {"required": {"source": ["*", {}]}}, "input_order": {"required": ["source"]},
                    "output": [], "output_name": [], "output_node": True, "display_name": "Preview as Text"},
+    # video files (comfy_extras/nodes_video.py); LoadVideo lists ComfyUI's input folder, where the pack puts its
+    # sample clip
+    "LoadVideo": {"input": {"required": {"file": ["COMBO", {"options": ["videopure_world_clip.mp4"],
+                                                            "video_upload": True}]}},
+                  "input_order": {"required": ["file"]}, "output": ["VIDEO"], "output_name": ["VIDEO"],
+                  "output_node": False, "display_name": "Load Video"},
+    "GetVideoComponents": {"input": {"required": {"video": ["VIDEO", {}]}}, "input_order": {"required": ["video"]},
+                           "output": ["IMAGE", "AUDIO", "FLOAT"], "output_name": ["images", "audio", "fps"],
+                           "output_node": False, "display_name": "Get Video Components"},
+    "CreateVideo": {"input": {"required": {"images": ["IMAGE", {}], "fps": ["FLOAT", {"default": 30.0, "min": 1.0,
+                                                                                     "max": 120.0}]},
+                              "optional": {"audio": ["AUDIO", {}]}},
+                    "input_order": {"required": ["images", "fps"], "optional": ["audio"]}, "output": ["VIDEO"],
+                    "output_name": ["VIDEO"], "output_node": False, "display_name": "Create Video"},
+    "SaveVideo": {"input": {"required": {"video": ["VIDEO", {}], "filename_prefix": ["STRING", {"default":
+                                                                                                "video/ComfyUI"}],
+                                         "format": ["COMBO", {"options": ["auto", "mp4"], "default": "auto"}],
+                                         "codec": ["COMBO", {"options": ["auto", "h264"], "default": "auto"}]}},
+                  "input_order": {"required": ["video", "filename_prefix", "format", "codec"]}, "output": [],
+                  "output_name": [], "output_node": True, "display_name": "Save Video"},
 }
 
 
@@ -79,7 +108,7 @@ def ordered_inputs(info: dict) -> list[tuple[str, str, list]]:
     return out
 
 
-def _options(spec) -> dict:
+def input_options(spec) -> dict:
     return spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
 
 
@@ -94,59 +123,70 @@ def combo_options(spec) -> list | None:
     if isinstance(kind, list):
         return kind
     if kind == "COMBO":
-        return _options(spec).get("options")
+        return input_options(spec).get("options")
     return None
+
+
+def is_dynamic_combo(spec) -> bool:
+    """A V3 DynamicCombo (ComfyUI 0.33, e.g. Save Video's format): a combo whose chosen option brings widgets."""
+    return input_type(spec).startswith("COMFY_DYNAMICCOMBO")
 
 
 def is_widget(spec) -> bool:
     t = input_type(spec)
-    return (t in VALUE_TYPES or t == "COMBO") and not _options(spec).get("forceInput")
+    opts = input_options(spec)
+    return (t in VALUE_TYPES or t == "COMBO" or is_dynamic_combo(spec)) and not opts.get("forceInput") \
+        and not opts.get("hidden")
 
 
 def has_control_value(name: str, spec) -> bool:
     """Whether the frontend stores a "fixed"/"randomize" control value right after this widget's value."""
     if input_type(spec) != "INT":
         return False
-    return name in ("seed", "noise_seed") or bool(_options(spec).get("control_after_generate"))
+    return name in ("seed", "noise_seed") or bool(input_options(spec).get("control_after_generate"))
+
+
+def extra_values(name: str, spec) -> list:
+    """What the frontend stores right after a widget's value: a seed's control ("fixed") or an upload button's
+    ("image", Load Image / Load Video)."""
+    if has_control_value(name, spec):
+        return ["fixed"]
+    opts = input_options(spec)
+    if any(opts.get(k) for k in ("image_upload", "video_upload", "animated_image_upload")):
+        return ["image"]
+    return []
+
+
+def stored_widgets(info: dict, values: list) -> list[tuple[str, list, int, bool]]:
+    """(name, spec, position in `values`, optional) of every widget a node stores, in order: its inputs' widgets,
+    and the widgets a DynamicCombo's chosen option (read from `values`) adds right after it."""
+    out, position = [], 0
+
+    def walk(items):
+        nonlocal position
+        for name, kind, spec in items:
+            if not is_widget(spec):
+                continue
+            out.append((name, spec, position, kind == "optional"))
+            chosen = values[position] if position < len(values) else None
+            position += 1 + len(extra_values(name, spec))
+            if is_dynamic_combo(spec):
+                option = next((o for o in input_options(spec).get("options", []) if o.get("key") == chosen), None)
+                if option is not None:
+                    walk(ordered_inputs({"input": option.get("inputs", {})}))
+
+    walk(ordered_inputs(info))
+    return out
 
 
 def default_value(spec) -> Any:
-    opts = _options(spec)
+    opts = input_options(spec)
     if "default" in opts:
         return opts["default"]
     choices = combo_options(spec)
     if choices:
         return choices[0]
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(input_type(spec))
-
-
-def value_problem(name: str, spec, value) -> str | None:
-    """Why `value` does not fit the widget spec, or None."""
-    t = input_type(spec)
-    opts = _options(spec)
-    if t == "COMBO":
-        choices = combo_options(spec) or []
-        return None if value in choices else f"{name}={value!r} is not one of {choices}"
-    if t == "BOOLEAN":
-        return None if isinstance(value, bool) else f"{name}={value!r} is not a boolean"
-    if t == "STRING":
-        return None if isinstance(value, str) else f"{name}={value!r} is not a string"
-    if t in ("INT", "FLOAT"):
-        ok = isinstance(value, int) if t == "INT" else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok:
-            return f"{name}={value!r} is not {'an integer' if t == 'INT' else 'a number'}"
-        if "min" in opts and value < opts["min"]:
-            return f"{name}={value!r} is below its minimum {opts['min']}"
-        if "max" in opts and value > opts["max"]:
-            return f"{name}={value!r} is above its maximum {opts['max']}"
-    return None
-
-
-def types_match(output_type: str, input_type_: str) -> bool:
-    """ComfyUI's rule, simplified: equal, or either side is "*", or the input lists the output among "A,B"."""
-    if "*" in (output_type, input_type_) or output_type == input_type_:
-        return True
-    return output_type in input_type_.split(",") or input_type_ in output_type.split(",")
 
 
 # --- UI format -> API format ---------------------------------------------------------------------------------
@@ -181,7 +221,7 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
                     raise ValueError(f"node {node['id']} ({kind}) has {len(values)} widget values; "
                                      f"{name!r} has none")
                 value = values[position]
-                position += 2 if has_control_value(name, spec) else 1
+                position += 1 + len(extra_values(name, spec))
                 if name not in linked:
                     inputs[name] = value
                     continue
@@ -200,141 +240,6 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
     return api
 
 
-# --- checks ---------------------------------------------------------------------------------------------------
-
-
-def check_api(api: dict, object_info: dict) -> list[str]:
-    """Problems of an API-format workflow against node definitions ([] when it would pass ComfyUI's checks)."""
-    problems = []
-    for node_id, node in api.items():
-        kind = node.get("class_type")
-        if kind not in object_info:
-            problems.append(f"node {node_id}: unknown class_type {kind!r}")
-            continue
-        specs = {name: (req, spec) for name, req, spec in ordered_inputs(object_info[kind])}
-        for name in node.get("inputs", {}):
-            if name not in specs:
-                problems.append(f"node {node_id} ({kind}): unknown input {name!r}")
-        for name, (req, spec) in specs.items():
-            value = node.get("inputs", {}).get(name)
-            if value is None:
-                if req == "required":
-                    problems.append(f"node {node_id} ({kind}): required input {name!r} is missing")
-                continue
-            if isinstance(value, list):
-                if len(value) != 2 or str(value[0]) not in api:
-                    problems.append(f"node {node_id} ({kind}): input {name!r} links to missing node {value}")
-                    continue
-                source = api[str(value[0])]["class_type"]
-                outputs = object_info.get(source, {}).get("output", [])
-                if not isinstance(value[1], int) or not 0 <= value[1] < len(outputs):
-                    problems.append(f"node {node_id} ({kind}): input {name!r} uses output {value[1]} of {source}")
-                elif not types_match(outputs[value[1]], input_type(spec)):
-                    problems.append(f"node {node_id} ({kind}): input {name!r} ({input_type(spec)}) gets "
-                                    f"{outputs[value[1]]} from node {value[0]} ({source})")
-            elif not is_widget(spec):
-                problems.append(f"node {node_id} ({kind}): input {name!r} ({input_type(spec)}) needs a link")
-            else:
-                problem = value_problem(name, spec, value)
-                if problem:
-                    problems.append(f"node {node_id} ({kind}): {problem}")
-    if not any(object_info.get(n.get("class_type"), {}).get("output_node") for n in api.values()):
-        problems.append("no output node: ComfyUI would run nothing")
-    edges = {k: [str(v[0]) for v in n.get("inputs", {}).values() if isinstance(v, list)] for k, n in api.items()}
-    if _has_cycle(edges):
-        problems.append("the graph has a cycle")
-    return problems
-
-
-def check_ui(ui: dict, object_info: dict) -> list[str]:
-    """Problems of a UI-format workflow: unknown node types, widget values that do not fit their widgets by
-    position, links whose types or slots disagree with the node definitions."""
-    problems = []
-    if ui.get("version") != 0.4:
-        problems.append(f"version {ui.get('version')!r}; these files use 0.4")
-    nodes = {n["id"]: n for n in ui.get("nodes", [])}
-    for node in nodes.values():
-        kind = node["type"]
-        if kind in VIRTUAL_NODES:
-            continue
-        if kind not in object_info:
-            problems.append(f"node {node['id']}: unknown type {kind!r}")
-            continue
-        info = object_info[kind]
-        specs = ordered_inputs(info)
-        widgets = [(n, s) for n, _, s in specs if is_widget(s)]
-        expected = sum(2 if has_control_value(n, s) else 1 for n, s in widgets)
-        values = node.get("widgets_values") or []
-        if len(values) != expected:
-            problems.append(f"node {node['id']} ({kind}): {len(values)} widget values, expected {expected} "
-                            f"({', '.join(n for n, _ in widgets)})")
-        position = 0
-        for name, spec in widgets:
-            if position < len(values):
-                problem = value_problem(name, spec, values[position])
-                if problem:
-                    problems.append(f"node {node['id']} ({kind}): widget {position}: {problem}")
-            position += 2 if has_control_value(name, spec) else 1
-        by_name = {n: s for n, _, s in specs}
-        for slot in node.get("inputs", []):
-            if slot["name"] not in by_name:
-                problems.append(f"node {node['id']} ({kind}): unknown input socket {slot['name']!r}")
-            elif not types_match(slot["type"], input_type(by_name[slot["name"]])) and not (
-                    slot.get("widget") and input_type(by_name[slot["name"]]) == "COMBO"):
-                problems.append(f"node {node['id']} ({kind}): socket {slot['name']!r} has type {slot['type']}, "
-                                f"the node says {input_type(by_name[slot['name']])}")
-        for name, req, spec in specs:
-            if req == "required" and not is_widget(spec):
-                slot = next((s for s in node.get("inputs", []) if s["name"] == name), None)
-                if slot is None or slot.get("link") is None:
-                    problems.append(f"node {node['id']} ({kind}): required input {name!r} is not connected")
-        outs = info.get("output", [])
-        for i, slot in enumerate(node.get("outputs", [])):
-            if i >= len(outs) or slot["type"] != outs[i]:
-                problems.append(f"node {node['id']} ({kind}): output {i} {slot.get('name')!r} has type "
-                                f"{slot['type']}, the node says {outs[i] if i < len(outs) else 'nothing'}")
-    for link in ui.get("links", []):
-        link_id, src, src_slot, dst, dst_slot, kind = link
-        if src not in nodes or dst not in nodes:
-            problems.append(f"link {link_id}: joins missing nodes {src} -> {dst}")
-            continue
-        outputs, inputs = nodes[src].get("outputs", []), nodes[dst].get("inputs", [])
-        if src_slot >= len(outputs) or link_id not in (outputs[src_slot].get("links") or []):
-            problems.append(f"link {link_id}: output {src_slot} of node {src} does not list it")
-        elif not types_match(outputs[src_slot]["type"], kind):
-            problems.append(f"link {link_id}: type {kind} but output {src_slot} of node {src} is "
-                            f"{outputs[src_slot]['type']}")
-        if dst_slot >= len(inputs) or inputs[dst_slot].get("link") != link_id:
-            problems.append(f"link {link_id}: input {dst_slot} of node {dst} does not hold it")
-        elif not types_match(kind, inputs[dst_slot]["type"]):
-            problems.append(f"link {link_id}: type {kind} into input {inputs[dst_slot]['name']!r} of node {dst} "
-                            f"({inputs[dst_slot]['type']})")
-    return problems
-
-
-def _has_cycle(edges: dict[str, list[str]]) -> bool:
-    indegree = {k: 0 for k in edges}
-    for k, sources in edges.items():
-        for s in sources:
-            if s in indegree:
-                indegree[k] += 1
-    queue = deque(k for k, d in indegree.items() if d == 0)
-    seen = 0
-    users: dict[str, list[str]] = {k: [] for k in edges}
-    for k, sources in edges.items():
-        for s in sources:
-            if s in users:
-                users[s].append(k)
-    while queue:
-        k = queue.popleft()
-        seen += 1
-        for u in users[k]:
-            indegree[u] -= 1
-            if indegree[u] == 0:
-                queue.append(u)
-    return seen != len(edges)
-
-
 # --- authoring UI-format graphs -------------------------------------------------------------------------------
 
 
@@ -348,8 +253,11 @@ class UIGraph:
         json.dump(g.ui(), open("workflow.json", "w"))
     """
 
-    def __init__(self, object_info: dict):
+    def __init__(self, object_info: dict, properties=None):
+        """`properties(kind)` gives the extra node properties of a node class, e.g. the registry's cnr_id and ver,
+        with which the frontend's Manager finds and installs a missing pack."""
         self.info = object_info
+        self.properties = properties or (lambda kind: {})
         self.nodes: list[dict] = []
         self.links: list[list] = []
         self.groups: list[dict] = []
@@ -367,16 +275,15 @@ class UIGraph:
         for name, _, spec in specs:
             if is_widget(spec):
                 values.append(widgets.get(name, default_value(spec)))
-                if has_control_value(name, spec):
-                    values.append("fixed")
+                values += extra_values(name, spec)
         node_id = len(self.nodes) + 1
         inputs = [{"name": n, "type": input_type(s), "link": None} for n, _, s in specs if not is_widget(s)]
         outputs = [{"name": name, "type": t, "links": [], "slot_index": i}
                    for i, (t, name) in enumerate(zip(info["output"], info.get("output_name") or info["output"]))]
-        size = size or self._size(kind, inputs, outputs, values)
+        size = size or self._size(kind, inputs, outputs, sum(1 for _, _, s in specs if is_widget(s)))
         node = {"id": node_id, "type": kind, "pos": [0, 0], "size": list(size),
                 "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": outputs,
-                "properties": {"Node name for S&R": kind}, "widgets_values": values}
+                "properties": {**self.properties(kind), "Node name for S&R": kind}, "widgets_values": values}
         if title:
             node["title"] = title
         self.nodes.append(node)
@@ -388,11 +295,14 @@ class UIGraph:
         """Fix a node's position (nodes never placed are laid out in columns by depth)."""
         self._placed[node_id] = pos
 
-    def note(self, text: str, pos: tuple[float, float], size: tuple[float, float] = (420, 220)) -> int:
+    def note(self, text: str, pos: tuple[float, float], size: tuple[float, float] = (420, 220),
+             kind: str = "Note") -> int:
+        """A Note (plain text) or MarkdownNote (rendered markdown) node: frontend-only, never in the API format."""
         node_id = len(self.nodes) + 1
-        self.nodes.append({"id": node_id, "type": "Note", "pos": list(pos), "size": list(size), "flags": {},
+        colours = {"color": "#432", "bgcolor": "#653"} if kind == "Note" else {}
+        self.nodes.append({"id": node_id, "type": kind, "pos": list(pos), "size": list(size), "flags": {},
                            "order": 0, "mode": 0, "inputs": [], "outputs": [], "properties": {},
-                           "widgets_values": [text], "color": "#432", "bgcolor": "#653"})
+                           "widgets_values": [text], **colours})
         self._placed[node_id] = pos
         return node_id
 
@@ -417,13 +327,14 @@ class UIGraph:
         self.groups.append({"title": title, "nodes": list(node_ids), "color": color})
 
     @staticmethod
-    def _size(kind, inputs, outputs, values) -> tuple[int, int]:
+    def _size(kind, inputs, outputs, values: int) -> tuple[int, int]:
+        """Room for the node's sockets and widgets as the frontend lays them out (previews get room to show)."""
         if kind in ("PreviewImage", "SaveImage"):
-            return (320, 360)
+            return (300, 300)
         if kind == "PreviewAny":
-            return (420, 300)
+            return (320, 190)
         rows = max(len(inputs), len(outputs))
-        return (340, 46 + 22 * rows + 26 * len(values))
+        return (300, SLOT_HEIGHT * rows + WIDGET_HEIGHT * values + NODE_PADDING)
 
     def ui(self) -> dict:
         depth = self._depths()
@@ -444,7 +355,7 @@ class UIGraph:
         for g in self.groups:
             members = [self.nodes[i - 1] for i in g["nodes"]]
             x0 = min(n["pos"][0] for n in members) - 20
-            y0 = min(n["pos"][1] for n in members) - 90
+            y0 = min(n["pos"][1] for n in members) - TITLE_HEIGHT - 50
             x1 = max(n["pos"][0] + n["size"][0] for n in members) + 20
             y1 = max(n["pos"][1] + n["size"][1] for n in members) + 20
             groups.append({"title": g["title"], "bounding": [x0, y0, x1 - x0, y1 - y0], "color": g["color"],
@@ -456,7 +367,7 @@ class UIGraph:
             "links": self.links,
             "groups": groups,
             "config": {},
-            "extra": {"ds": {"scale": 0.6, "offset": [0, 0]}},
+            "extra": {"ds": view_of(self.nodes, groups)},
             "version": 0.4,
         }
 
@@ -474,3 +385,37 @@ class UIGraph:
         for n in self.nodes:
             visit(n["id"])
         return depth
+
+
+# --- the saved view ----------------------------------------------------------------------------------------------
+
+
+def graph_bounds(nodes: list[dict], groups: list[dict]) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of everything drawn, in graph units: nodes with their title bars, and groups."""
+    boxes = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in nodes]
+    boxes += [(g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
+               g["bounding"][1] + g["bounding"][3]) for g in groups]
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def on_screen(bounds, ds: dict) -> tuple[float, float, float, float]:
+    """Graph-unit bounds as screen pixels under a view {"scale", "offset"}: screen = (graph + offset) * scale."""
+    (x0, y0, x1, y1), s, (ox, oy) = bounds, ds["scale"], ds["offset"]
+    return ((x0 + ox) * s, (y0 + oy) * s, (x1 + ox) * s, (y1 + oy) * s)
+
+
+def view_of(nodes: list[dict], groups: list[dict]) -> dict:
+    """The saved view ("extra.ds") that shows the whole graph as large as it fits (at most MAX_VIEW_SCALE) in one of
+    the SAFE_VIEWS of a 1920x1080 window, centred there."""
+    x0, y0, x1, y1 = graph_bounds(nodes, groups)
+    best = None
+    for left, top, right, bottom in SAFE_VIEWS:
+        scale = min(MAX_VIEW_SCALE, (right - left - 2) / (x1 - x0), (bottom - top - 2) / (y1 - y0))  # 1 px spare
+        if best is None or scale > best[0]:
+            best = (scale, (left, top, right, bottom))
+    scale, (left, top, right, bottom) = best
+    scale = int(scale * 1000) / 1000  # a round number that still fits
+    ox = ((left + right) / 2) / scale - (x0 + x1) / 2
+    oy = ((top + bottom) / 2) / scale - (y0 + y1) / 2
+    return {"scale": scale, "offset": [round(ox, 1), round(oy, 1)]}

@@ -1,0 +1,50 @@
+"""The one parser of `key=value` options on command lines and in spec strings.
+
+    parse_value("0.5") -> 0.5;   parse_assignments(["t_star=4", "guidance=false"]) -> {"t_star": 4, "guidance": False}
+
+Used by defence specs (`jpeg:quality=50`), `videopure eval --config/--attack-config/--attack-clips` and
+`videopure comfy-run --set NODE.INPUT=VALUE`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+
+def parse_value(text: str):
+    """One option value: 'true'/'false' -> bool, 'none'/'null' -> None, '3' -> 3, '0.5' -> 0.5,
+    '32x28x28' -> (32, 28, 28), JSON strings, lists and objects ('"none"' -> 'none', '[1, 2]'), else the text."""
+    text = text.strip()
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(low)
+        except ValueError:
+            pass
+    if text[:1] in ('"', "[", "{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    parts = low.split("x")
+    if len(parts) > 1 and all(part.isdigit() for part in parts):
+        return tuple(int(part) for part in parts)
+    return text
+
+
+def parse_assignments(items: Iterable[str], what: str = "option", example: str = "t_star=6") -> dict:
+    """['KEY=VALUE', ...] -> {KEY: parse_value(VALUE)} in order (a repeated key: the last one wins).
+
+    Raises ValueError naming `what` and an `example` for an item without '=' or with an empty key."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{what} {item!r} is not key=value (e.g. {example}).")
+        out[key.strip()] = parse_value(value)
+    return out
