@@ -6,6 +6,7 @@ measurement, the model card) runs in about a minute.
 """
 
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -16,7 +17,14 @@ from videopure_core import Purifier
 from videopure_core.classifiers import classify
 from videopure_core.config import TABLE_IV
 from videopure_core.flow import RaftFlow
-from videopure_core.world.evaluate import ROW_KEYS, WORLD_CONFIG, evaluate_world, table_iv
+from videopure_core.world.evaluate import (
+    PLAN_BEFORE_CHECKPOINTS,
+    ROW_KEYS,
+    WORLD_CONFIG,
+    evaluate_world,
+    model_card,
+    table_iv,
+)
 from videopure_core.world.generator import make_split
 from videopure_core.world.models import load_world
 from videopure_core.world.train import StagePaused, TrainPlan, _video_noise, train_world
@@ -141,6 +149,12 @@ def test_evaluate_world_writes_metrics_and_a_model_card_with_every_target(tiny_w
     for target in (">= 98%", ">= 96%", ">= 34 dB", ">= clean - 5 points", ">= 85%", ">= 25 points below VideoPure",
                    "within 0.8..1.2", "<= 10%", "end-point error", "eps MSE", "torch threads: vae", "plain DDIM inversion"):
         assert target in card, target
+    assert "the logged plan differs in pool_clips 12 (today 2400), checkpoint_every 2 (today 250)" in card and "--stages unet --threads 1 --vae-down 4" in card
+    # a folder without a training log, and a log of the code before checkpoints, still make a card
+    assert "${" not in model_card(metrics, {})
+    before = {k: v for k, v in asdict(TrainPlan()).items() if k not in PLAN_BEFORE_CHECKPOINTS}  # the shipped log's
+    old = model_card(metrics, {"plan": {**before, "vae_steps": 8000}})
+    assert "vae_steps 8000 (today 4000)" in old and "the log predates the fields checkpoint_every" in old
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import math
 import os
 import string
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -215,6 +216,31 @@ def measure_purification(world, config: PurifyConfig = WORLD_CONFIG, n_clips: in
     return out
 
 
+PLAN_BEFORE_CHECKPOINTS = dict(
+    checkpoint_every="- (none)", vae_noise=0.0, vae_noise_fraction=0.0, unet_frames=0, unet_t_low=250,
+    unet_low_fraction=0.8, unet_noise_mix=(1.0, 0.0, 0.0), unet_ema=0.0,
+)
+"""The recipe of train.py before mid-stage checkpoints (commit 7632fca, which made the shipped weights) in the
+TrainPlan fields added since: a training log of that code lacks them, and its card shows these values."""
+
+
+def _reproduce_note(plan: dict) -> str:
+    """Whether today's `videopure train-world` defaults are the plan these weights were trained with."""
+    from .train import TrainPlan
+
+    today = json.loads(json.dumps(asdict(TrainPlan())))
+    differ = [f"{k} {plan[k]} (today {today[k]})" for k in today if k in plan and plan[k] != today[k]]
+    missing = [k for k in today if k not in plan]
+    if not differ and not missing:
+        return "The commands below, with today's `TrainPlan` defaults, are the run that made these weights."
+    text = ("These weights were trained with another plan than today's `TrainPlan` defaults, which the commands below "
+            "use; the logged plan differs in " + (", ".join(differ) or "no shared field"))
+    if missing:
+        text += ("; the log predates the fields " + ", ".join(missing) + " (that code's fixed recipe is in the "
+                 "training table above; the shipped world's train.py is `git show 7632fca:videopure_core/world/train.py`)")
+    return text + "."
+
+
 def _curve_points(curve: list, n: int = 6) -> str:
     if not curve:
         return "-"
@@ -228,12 +254,15 @@ def _mark(ok: bool) -> str:
 
 def card_fields(metrics: dict, log: dict) -> dict:
     """The named values MODEL_CARD.template.md is filled with (strings), from metrics.json and training_log.json."""
-    m, plan, t = metrics, log.get("plan", {}), TARGETS
+    m, plan, t = metrics, {**PLAN_BEFORE_CHECKPOINTS, **log.get("plan", {})}, TARGETS
     clean, rows = m["classifier_clean_acc"], m["table_iv"]
     vp, plain = rows["videopure"], rows["plain_inversion"]
     stages = ("vae", "classifier", "raft", "unet")
     seconds = {k: v.get("seconds", 0) for k, v in log.items() if isinstance(v, dict) and "seconds" in v}
-    fields = {f"plan_{k}": str(v) for k, v in plan.items()}
+    from .train import TrainPlan
+
+    fields = {f"plan_{k}": "?" for k in asdict(TrainPlan())}  # a folder without a training log: plan unknown
+    fields.update({f"plan_{k}": str(v) for k, v in plan.items()})
     for stage in stages:
         entry = log.get(stage, {})
         fields[f"{stage}_seconds"] = f"{seconds.get(stage, 0):.0f}"
@@ -269,6 +298,8 @@ def card_fields(metrics: dict, log: dict) -> dict:
         config=", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in m["config"].items()),
         reference_predictions=str(m["reference_predictions_first12"]),
         reference_winners=str(m["reference_videopure_winners_first2"]),
+        vae_down_flag="" if fields["vae_down"] == "8" else f"--vae-down {fields['vae_down']} ",
+        reproduce_note=_reproduce_note(log.get("plan", {})),
     )
     for name, row in rows.items():
         fields[f"{name}_standard"] = pct(row["standard_acc"])
@@ -295,10 +326,10 @@ def evaluate_world(weights: str | os.PathLike = WEIGHTS, n_test: int = 96, n_att
     log_path = weights / "training_log.json"
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
     metrics["training_seconds"] = {k: v["seconds"] for k, v in log.items() if isinstance(v, dict) and "seconds" in v}
-    card = model_card(metrics, log)  # rendered first: a template error writes neither file
-    for name, text in (("metrics.json", json.dumps(metrics, indent=1) + "\n"), ("MODEL_CARD.md", card)):
-        with atomic_write(weights / name) as f:
-            f.write(text)
+    with atomic_write(weights / "metrics.json") as f:  # the measurements first: they outlive a card error
+        f.write(json.dumps(metrics, indent=1) + "\n")
+    with atomic_write(weights / "MODEL_CARD.md") as f:
+        f.write(model_card(metrics, log))
     return metrics
 
 
