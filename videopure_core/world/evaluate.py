@@ -213,6 +213,7 @@ def measure_purification(world, config: PurifyConfig = WORLD_CONFIG, n_clips: in
         seconds.append(time.perf_counter() - start)
     out["reference_videopure_winners_first2"] = winners
     out["videopure_seconds_per_video"] = round(sum(seconds) / len(seconds), 3)
+    out["torch_threads"] = torch.get_num_threads()
     return out
 
 
@@ -222,6 +223,10 @@ PLAN_BEFORE_CHECKPOINTS = dict(
 )
 """The recipe of train.py before mid-stage checkpoints (commit 7632fca, which made the shipped weights) in the
 TrainPlan fields added since: a training log of that code lacks them, and its card shows these values."""
+
+
+def _gap_text(points: float) -> str:
+    return f"{points:.1f} points below" if points >= 0 else f"{-points:.1f} points above"
 
 
 def _reproduce_note(plan: dict) -> str:
@@ -291,10 +296,14 @@ def card_fields(metrics: dict, log: dict) -> dict:
         standard_mark=_mark(vp["standard_acc"] >= clean - t["standard_acc_drop"] - 1e-9),
         robust_acc=pct(vp["robust_acc_star"]), robust_mark=_mark(vp["robust_acc_star"] >= t["robust_acc_star"]),
         inversion_robust=pct(plain["robust_acc_star"]),
-        inversion_gap=f"{(vp['robust_acc_star'] - plain['robust_acc_star']) * 100:.1f}",
+        inversion_gap=_gap_text((vp["robust_acc_star"] - plain["robust_acc_star"]) * 100),
+        vae_noise_text=(f"{plan['vae_noise_fraction']} of the crops with uniform noise up to {plan['vae_noise']}/255 added "
+                        "to input and target" if float(plan["vae_noise_fraction"] or 0) > 0 else "no noise augmentation")
+        if plan.get("vae_noise_fraction") not in (None, "?") else "noise augmentation unknown",
         inversion_mark=_mark(vp["robust_acc_star"] - plain["robust_acc_star"] >= t["inversion_gap"] - 1e-9),
         motion_ratio=f"{vp['motion_ratio']:.2f}", motion_mark=_mark(abs(vp["motion_ratio"] - 1) <= t["motion"]),
         seconds_per_video=f"{m['videopure_seconds_per_video']:.2f}",
+        eval_threads=str(m.get("torch_threads", "?")),
         config=", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in m["config"].items()),
         reference_predictions=str(m["reference_predictions_first12"]),
         reference_winners=str(m["reference_videopure_winners_first2"]),
