@@ -14,7 +14,12 @@ from videopure_core.evaluation.runner import attack_grad_fn, craft
 
 
 class CountingNoisyDefence(Defence):
-    """Stochastic defence x + 0.05 N(0, 1) from the generator; records every draw's noise."""
+    """Stochastic defence x + 0.05 N(0, 1) from the generator; records every draw's noise.
+
+    The runner may batch EOT draws as extra videos (one call on reps x B videos), so a draw is counted per clip
+    pair: each call's noise is split into chunks of `clip_batch` videos, one chunk per draw."""
+
+    clip_batch = 2  # clips() has two videos
 
     name = "counting-noisy"
     gradient = "bpda"
@@ -25,7 +30,7 @@ class CountingNoisyDefence(Defence):
 
     def _candidates(self, video, generator, grad, hooks):
         noise = torch.randn(video.shape, generator=generator) * 0.05
-        self.draws.append(noise)
+        self.draws.extend(noise.split(self.clip_batch))
         return one_candidate(video + noise)
 
 
@@ -34,7 +39,7 @@ class CountingDeterministicDefence(CountingNoisyDefence):
     stochastic = False
 
     def _candidates(self, video, generator, grad, hooks):
-        self.draws.append(torch.zeros(()))
+        self.draws.extend([torch.zeros(())] * (video.shape[0] // self.clip_batch))
         return one_candidate(video.flip(-1))
 
 

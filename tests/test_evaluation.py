@@ -384,6 +384,22 @@ def test_experiment_command_writes_its_table(tmp_path):
         main([*args[:-1], "--defences", "none", "--no-progress"])
 
 
+def test_fig7_draws_the_three_videos_and_every_candidate_and_says_which_clip(tmp_path):
+    from PIL import Image
+
+    from videopure_core.cli import main
+
+    out = tmp_path / "f7"
+    args = ["eval", "--experiment", "fig7", "--tiny", "--frames", "4", "--size", "32", "--steps", "1",
+            "--threads", "1", "--config", "t_star=2", "lambda_temp=0", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    page = (out / "fig7.md").read_text()
+    assert "Clip 0 of the world's test split" in page and "![fig7](fig7.png)" in page
+    with Image.open(out / "fig7.png") as im:  # 3 rows (clean, PGD, PGD+BPDA) x (input + t*+1 = 3 candidates)
+        width, height = im.size
+    assert width == int(1.5 * 4 * 100) and height == int(2.2 * 3 * 100)
+
+
 def test_second_classifier_trains_and_loads(tmp_path):
     from videopure_core.evaluation.surrogate import SeparableClassifier, load_surrogate, train_surrogate
 

@@ -68,3 +68,22 @@ def test_atomic_path_for_writers_that_take_a_path_and_for_folders(tmp_path):
             raise RuntimeError("interrupted")
     assert sorted(os.listdir(tmp_path / "clip")) == ["0.png", "1.png"]
     assert sorted(os.listdir(tmp_path)) == ["a.bin", "clip"]
+
+
+def test_command_line_writes_back_only_the_options_that_differ_from_their_defaults():
+    import argparse
+
+    from videopure_core.options import command_line
+
+    def add_arguments(p):
+        p.add_argument("--steps", type=int, default=10)
+        p.add_argument("--out", default="out")
+        p.add_argument("--fast", action="store_true")
+        p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+        p.add_argument("--set", nargs="*", default=[])
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--steps", "10", "--out", "my dir", "--fast", "--no-progress", "--set", "a=1", "b=x y"])
+    assert command_line(["videopure", "x"], args, add_arguments) == \
+        "videopure x --out 'my dir' --fast --no-progress --set a=1 'b=x y'"  # --steps 10 is the default: left out

@@ -1,10 +1,11 @@
-"""Table I's Average column is the mean of the attack cells a row has (issue 15, item 5).
+"""Table I's Average column: the mean of the attack cells a row has, on the clips all of them measured (issues 15/12).
 
 Paper, Table I: "Average denotes the average value of the defense performance against the six attack methods";
 "-" cells (an attack that does not apply to a defence) are left out, and the "None" column (Standard Acc, no
-attack) is not an attack. Each cell is an accuracy in %, so the Average is a mean of percentages, not the accuracy
-pooled over the clips of all cells. The fixture has missing cells, nonzero scores and cells of different sizes, so
-averaging over all columns, counting "None", or pooling over clips each give another number.
+attack) is not an attack. Issue 12: cells measured on different clips (n=12 beside n=2) are not averaged together;
+the Average is taken over the clips every cell of the row shares, and shows that n. The fixture has missing
+cells, nonzero scores and cells of different sizes, so the plain mean of the cells (75.0 for VideoPure), counting
+"None", or pooling over clips each give another number.
 """
 
 import pytest
@@ -29,18 +30,37 @@ def rows():
     return table_one(recs, ["videopure", "jpeg", "none"], ATTACKS)
 
 
-def test_average_is_the_mean_of_the_attack_cells_the_row_has(rows):
+def test_average_is_the_mean_of_the_attack_cells_the_row_has_on_their_shared_clips(rows):
     videopure, jpeg, none = rows
     assert videopure["tt"] is None and jpeg["pgd+bpda"] is None and jpeg["pgd+full"] is None
-    assert videopure["average"] == pytest.approx((100 + 25 + 100) / 3)  # pgd, pgd+bpda, pgd+full; not 56.25 over 4
-    assert jpeg["average"] == pytest.approx((50 + 100 / 3) / 2)  # pgd, tt
+    # pgd (c0, c1), pgd+bpda (c0..c3), pgd+full (c0): shared clip c0, correct in all three; not 75.0 = mean of cells
+    assert videopure["average"] == pytest.approx(100.0) and videopure["average_info"]["n"] == 1
+    assert videopure["average_info"]["columns"] == ["pgd", "pgd+bpda", "pgd+full"]
+    # pgd (c0, c1: 1 of 2), tt (c0..c2: 1 of 3) on shared c0, c1: 50% and 50%; not 41.7 = mean of the cells
+    assert jpeg["average"] == pytest.approx(50.0) and jpeg["average_info"]["n"] == 2
     assert none["average"] is None  # no attack cell: no average (not 0, not its Standard Acc)
+    # the shared Average: over the one attack column every defended row has (pgd)
+    assert videopure["shared"]["value"] == pytest.approx(100.0) and jpeg["shared"]["value"] == pytest.approx(50.0)
+    assert videopure["shared"]["columns"] == jpeg["shared"]["columns"] == ["pgd"]
 
 
 def test_the_tables_print_that_average(rows):
     lines = table_one_markdown(rows, ATTACKS).splitlines()
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     assert cells[0][-1] == "Average"
-    assert [(c[0], c[-1]) for c in cells[2:]] == [("VideoPure", "75.0"), ("JPEG", "41.7"), ("None", "-")]
+    averages = {c[0]: c[-1] for c in cells[2:5]}
+    assert averages["VideoPure"].startswith("100.0 [") and averages["VideoPure"].endswith("n=1")
+    assert averages["JPEG"].startswith("50.0 [") and averages["JPEG"].endswith("n=2, 2 cols")
+    assert averages["None"] == "-"
     csv = table_one_csv(rows, ATTACKS)
-    assert "videopure,average,75.00,," in csv and "jpeg,average,41.67,," in csv and "none,average" not in csv
+    assert "videopure,average,100.00," in csv and "jpeg,average,50.00," in csv and "none,average" not in csv
+
+
+def test_cost_table_shows_cpu_seconds_only_where_every_record_has_them():
+    from videopure_core.evaluation.report import cost_markdown
+
+    recs = [{"defence": "jpeg", "attack": "pgd", "clip": c, "correct": True, "seconds": s, "cpu_seconds": s / 2}
+            for c, s in (("a", 2.0), ("b", 4.0))]
+    recs += [{"defence": "jpeg", "attack": "tt", "clip": "a", "correct": True, "seconds": 6.0}]  # an old record
+    row = [line for line in cost_markdown(recs).splitlines() if line.startswith("| JPEG")][0]
+    assert row == "| JPEG | 1.5 (3.0) | - (6.0) | - (9.0) |"  # mean CPU 1.5 of pgd; no CPU for tt, so no CPU total

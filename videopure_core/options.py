@@ -3,13 +3,15 @@
     parse_value("0.5") -> 0.5;   parse_assignments(["t_star=4", "guidance=false"]) -> {"t_star": 4, "guidance": False}
 
 Used by defence specs (`jpeg:quality=50`), `videopure eval --config/--attack-config/--attack-clips` and
-`videopure comfy-run --set NODE.INPUT=VALUE`.
+`videopure comfy-run --set NODE.INPUT=VALUE`; and back: `command_line` writes a command from parsed arguments.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-from typing import Iterable
+import shlex
+from typing import Callable, Iterable, Sequence
 
 
 def parse_value(text: str):
@@ -48,3 +50,27 @@ def parse_assignments(items: Iterable[str], what: str = "option", example: str =
             raise ValueError(f"{what} {item!r} is not key=value (e.g. {example}).")
         out[key.strip()] = parse_value(value)
     return out
+
+
+def command_line(prefix: Sequence[str], args, add_arguments: Callable) -> str:
+    """The command that reproduces `args` (an argparse Namespace): `prefix` (e.g. ["videopure", "bench"]) and the
+    options that differ from their defaults in the parser `add_arguments` builds, shell-quoted (for reports)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    words = list(prefix)
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            words.append(flag if value else "--no-" + flag[2:])
+        elif value is True:
+            words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *(shlex.quote(str(v)) for v in value)]
+        else:
+            words += [flag, shlex.quote(str(value))]
+    return " ".join(words)

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import options
+
 HELP = "Purify a video file or frame folder: purified mp4, every candidate, the flow picture, a vote report."
 
 
@@ -182,25 +184,7 @@ def command_line(args: argparse.Namespace) -> str:
     """`videopure purify VIDEO ...` with the options that differ from their defaults (for the report)."""
     import shlex
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    words = ["videopure", "purify", shlex.quote(str(args.video))]
-    for action in parser._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        value = getattr(args, action.dest, action.default)
-        if value == action.default:
-            continue
-        flag = action.option_strings[0]
-        if isinstance(action, argparse.BooleanOptionalAction):
-            words.append(flag if value else "--no-" + flag[2:])
-        elif value is True:
-            words.append(flag)
-        elif isinstance(value, list):
-            words += [flag, *map(shlex.quote, value)]
-        else:
-            words += [flag, shlex.quote(str(value))]
-    return " ".join(words)
+    return options.command_line(["videopure", "purify", shlex.quote(str(args.video))], args, add_arguments)
 
 
 def recording_flow(nets):

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from pathlib import Path
 
+from .. import options
 from ..io import atomic_write
 
 HELP = "Benchmark VideoPure per stage: naive (release-style) vs fast path, FLOP floors, peak memory, scaling."
@@ -62,23 +62,7 @@ def _ints(text: str) -> list[int]:
 
 def command_line(args: argparse.Namespace) -> str:
     """`videopure bench ...` with the options that differ from their defaults (for the report)."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    words = ["videopure", "bench"]
-    for action in parser._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        value = getattr(args, action.dest, action.default)
-        if value == action.default:
-            continue
-        flag = action.option_strings[0]
-        if isinstance(action, argparse.BooleanOptionalAction):
-            words.append(flag if value else "--no-" + flag[2:])
-        elif value is True:
-            words.append(flag)
-        else:
-            words += [flag, shlex.quote(str(value))]
-    return " ".join(words)
+    return options.command_line(["videopure", "bench"], args, add_arguments)
 
 
 def attention_processors(models) -> dict:

@@ -355,9 +355,13 @@ def write_summary(exp: Experiment, out: Path, args, seconds: float) -> Path:
     body = exp.summary(exp, records, out, args)
     all_records = [r for recs in records.values() for r in recs]
     clips = sorted({r["clip"] for r in all_records})
+    if exp.runs:
+        data = (f"Clips: {len(clips)} from the world's test split. Each cell: accuracy in % [95% Wilson interval] "
+                f"n=clips.")
+    else:  # a figure of one clip, no records
+        data = "Clip 0 of the world's test split."
     parts = [f"# {exp.paper} in the small world", "", exp.description, "", f"Command: `{command}` (resumable; "
-             f"`--clips N` for another clip count, `--report-only` to rebuild this page). Clips: {len(clips)} from "
-             f"the world's test split. Each cell: accuracy in % [95% Wilson interval] n=clips.", ""]
+             f"`--clips N` for another clip count, `--report-only` to rebuild this page). {data}", ""]
     if body:
         parts += [body, ""]
     if exp.paper_table:

@@ -44,27 +44,27 @@ def candidates_figure(args: argparse.Namespace, path: Path, clip: int = 0, frame
         with torch.no_grad():
             input_pred = int(classifier(video).argmax(-1)[0])
         f = frame if frame is not None else video.shape[2] // 2
-        images = [(f"{title}: input\n-> {name(input_pred)}", video[0, :, f])]
+        images = [(f"input\n-> {name(input_pred)}", video[0, :, f])]
         for k, t in enumerate(cands.labels):
             images.append((f"z_0^{t}\n-> {name(int(result.predictions[k, 0]))}", cands.videos[k, 0, :, f]))
-        rows.append((f"{title}: vote {name(int(result.winner[0]))} (label {name(int(y[0]))})", images))
+        rows.append((f"{title}: input -> {name(input_pred)}; vote of the candidates -> {name(int(result.winner[0]))} "
+                     f"(label {name(int(y[0]))})", images))
 
     import matplotlib.style
     from matplotlib.figure import Figure
 
     cols = max(len(images) for _, images in rows)
     with matplotlib.style.context("default"):
-        fig = Figure(figsize=(1.6 * cols, 2.1 * len(rows)), dpi=100, layout="constrained")
-        axes = fig.subplots(len(rows), cols, squeeze=False)
-        for i, (row_title, images) in enumerate(rows):
-            for j in range(cols):
-                ax = axes[i][j]
+        fig = Figure(figsize=(1.5 * cols, 2.2 * len(rows)), dpi=100, layout="constrained")
+        for sub, (row_title, images) in zip(fig.subfigures(len(rows), 1), rows):
+            sub.suptitle(row_title, fontsize=9, x=0.01, ha="left")
+            axes = sub.subplots(1, cols, squeeze=False)[0]
+            for j, ax in enumerate(axes):
                 ax.axis("off")
                 if j < len(images):
                     caption, image = images[j]
                     ax.imshow(image.detach().permute(1, 2, 0).clamp(0, 1).cpu().numpy(), interpolation="nearest")
                     ax.set_title(caption, fontsize=7)
-            axes[i][0].text(0, -0.45, row_title, transform=axes[i][0].transAxes, fontsize=8, ha="left", va="top")
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")

@@ -278,7 +278,7 @@ def cost_markdown(records: Sequence[dict]) -> str:
     cpu: dict[tuple[str, str], list[float]] = defaultdict(list)
     wall: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in records:
-        cpu[(r["defence"], r["attack"])].append(r.get("cpu_seconds") or 0.0)
+        cpu[(r["defence"], r["attack"])].append(r.get("cpu_seconds"))
         wall[(r["defence"], r["attack"])].append(r.get("seconds") or 0.0)
     attacks = [a for a in ATTACKS if any(k[1] == a for k in cpu)]
     defences = _order(records, "defence")
@@ -291,10 +291,17 @@ def cost_markdown(records: Sequence[dict]) -> str:
             if not cpu.get((d, a)):
                 texts.append("-")
                 continue
-            c, w = mean(cpu[(d, a)]), mean(wall[(d, a)])
-            total_c, total_w = total_c + c, total_w + w
+            w = mean(wall[(d, a)])
+            total_w += w
+            if None in cpu[(d, a)]:  # records written before CPU time was recorded: wall time only
+                total_c = None
+                texts.append(f"- ({w:.1f})")
+                continue
+            c = mean(cpu[(d, a)])
+            total_c = None if total_c is None else total_c + c
             texts.append(f"{c:.1f} ({w:.1f})")
-        lines.append(f"| {defence_title(d)} | " + " | ".join(texts) + f" | {total_c:.1f} ({total_w:.1f}) |")
+        total = "-" if total_c is None else f"{total_c:.1f}"
+        lines.append(f"| {defence_title(d)} | " + " | ".join(texts) + f" | {total} ({total_w:.1f}) |")
     return "\n".join(lines)
 
 
