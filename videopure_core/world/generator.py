@@ -53,8 +53,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -376,40 +374,29 @@ def make_split(name: str, n: int, spec: WorldSpec = WorldSpec()) -> Batch:
 _INTEGER_PNG = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
 
 
-@contextmanager
-def _quiet_torchvision_io():
-    """torchvision 0.29 warns on every call that its image codecs are deprecated; they still work."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*image decoding and encoding capabilities of TorchVision")
-        yield
-
-
 def save_clip_pngs(video: Tensor, folder: str | os.PathLike) -> list[Path]:
     """Write video (F, H, W, 3) in [0,1] as folder/0.png ... folder/{F-1}.png (8-bit RGB, rounded); returns paths.
 
-    The folder is created if needed; existing files of the same names are overwritten.
+    Pillow writes each frame atomically (`io.save_png`); the folder is created if needed and existing files of the
+    same names are overwritten.
     """
-    from torchvision.io import write_png
+    from ..io import save_png
 
     if video.ndim != 4 or video.shape[-1] != 3:
         raise ValueError(f"save_clip_pngs expects (F, H, W, 3), got {tuple(video.shape)}.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    pixels = (video.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 3, 1, 2)
-    paths = [folder / f"{i}.png" for i in range(len(pixels))]
-    with _quiet_torchvision_io():
-        for frame, path in zip(pixels, paths):
-            write_png(frame.contiguous(), str(path))
-    return paths
+    return [save_png(frame, folder / f"{i}.png") for i, frame in enumerate(video)]
 
 
 def load_clip_pngs(folder: str | os.PathLike) -> Tensor:
     """Read folder/<integer>.png frames in numeric order (0, 1, ..., 10; zero padding allowed) -> (F, H, W, 3).
 
-    Returns float32 in [0,1] (multiples of 1/255). Other files are ignored; raises FileNotFoundError if the
-    folder has no integer-named PNG and ValueError if the frames differ in size.
+    Returns float32 in [0,1] (multiples of 1/255), read with Pillow. Other files are ignored; raises
+    FileNotFoundError if the folder has no integer-named PNG and ValueError if the frames differ in size.
     """
-    from torchvision.io import ImageReadMode, decode_png, read_file
+    import numpy as np
+    from PIL import Image
 
     folder = Path(folder)
     indexed = sorted(
@@ -417,9 +404,11 @@ def load_clip_pngs(folder: str | os.PathLike) -> Tensor:
     )
     if not indexed:
         raise FileNotFoundError(f"No integer-named frame PNGs (0.png, 1.png, ...) in {folder.resolve()}.")
-    with _quiet_torchvision_io():
-        frames = [decode_png(read_file(str(p)), ImageReadMode.RGB) for _, p in indexed]  # (3, H, W) uint8 each
-    sizes = {tuple(f.shape) for f in frames}
+    frames = []
+    for _, p in indexed:
+        with Image.open(p) as image:
+            frames.append(np.asarray(image.convert("RGB")))  # (H, W, 3) uint8
+    sizes = {f.shape for f in frames}
     if len(sizes) != 1:
         raise ValueError(f"Frames in {folder.resolve()} differ in size: {sorted(sizes)}.")
-    return torch.stack(frames).permute(0, 2, 3, 1).float() / 255.0
+    return torch.from_numpy(np.stack(frames)).float() / 255.0

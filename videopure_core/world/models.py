@@ -1,6 +1,6 @@
 """The small world's models: the same classes users load for real, at a size a 2-core CPU can train.
 
-- VAE: diffusers AutoencoderKL, per frame, 8x down, 4 latent channels (`WORLD_VAE_CONFIG`).
+- VAE: diffusers AutoencoderKL, per frame, 8x down, 4 latent channels (`WORLD_VAE_CONFIG`; 4x: `WORLD_VAE_CONFIG_4X`).
 - Denoiser: diffusers UNet3DConditionModel on the VAE latents with ModelScope's noise schedule, conditioned on a
   fixed null embedding (`WORLD_UNET_CONFIG`, `null_embedding`).
 - Flow: torchvision `raft_small`, trained on the generator's ground-truth flow (loaded with `load_raft`).
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 WEIGHTS = Path(__file__).parent / "weights"
 
 WORLD_VAE_CONFIG = dict(
-    block_out_channels=(16, 32, 64, 64),  # four blocks = three 2x downsamples = 8x
+    block_out_channels=(16, 32, 64, 64),  # four blocks = three 2x downsamples = 8x: an 8x8 latent (the shipped world)
     down_block_types=("DownEncoderBlock2D",) * 4,
     up_block_types=("UpDecoderBlock2D",) * 4,
     layers_per_block=1,
@@ -41,6 +41,28 @@ WORLD_UNET_CONFIG = dict(
     down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
     up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
 )
+
+WORLD_VAE_CONFIG_4X = dict(
+    WORLD_VAE_CONFIG,
+    block_out_channels=(32, 64, 64),  # three blocks = two 2x downsamples = 4x: a 16x16 latent for 64x64 frames
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+)
+"""The 4x-down VAE tried for issue 11: at 8x a 64x64 frame is an 8x8 latent with the objects 2-3 latent cells
+across, and the shipped world's purification errors are shape errors (see the model card's experiment log)."""
+
+WORLD_UNET_CONFIG_16 = dict(
+    WORLD_UNET_CONFIG,
+    sample_size=16,
+    # no spatial attention on the full 16x16 grid (a sixth of the step time), temporal layers everywhere
+    down_block_types=("DownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"),
+)
+"""The UNet for the 4x VAE's 16x16 latent (same widths as WORLD_UNET_CONFIG)."""
+
+WORLD_CONFIGS: dict[int, tuple[dict, dict]] = {8: (WORLD_VAE_CONFIG, WORLD_UNET_CONFIG),
+                                               4: (WORLD_VAE_CONFIG_4X, WORLD_UNET_CONFIG_16)}
+"""VAE downsampling factor -> (VAE config, UNet config): `videopure train-world --vae-down 8|4` (8: the shipped world)."""
 
 NULL_EMBEDDING_SHAPE = (1, 4, 32)  # (1, tokens, cross_attention_dim): the world's "empty prompt"
 
@@ -88,14 +110,44 @@ class World:
     classes: tuple[str, ...]
 
 
+def _vae_networks(vae: nn.Module, chunk: int):
+    from ..networks import FrameVAE
+    from ..pipeline import Networks
+
+    return Networks(vae=FrameVAE(vae), chunk=chunk)
+
+
+@torch.no_grad()
+def vae_encode(vae: nn.Module, video: Tensor, chunk: int = 16) -> Tensor:
+    """Latents (B, 4, F, h, w) of videos (B, 3, F, H, W) in [0,1], as purification encodes them (pipeline.encode)."""
+    from ..pipeline import Hooks, encode
+
+    return encode(_vae_networks(vae, chunk), video, Hooks())
+
+
+@torch.no_grad()
+def vae_decode(vae: nn.Module, latents: Tensor, chunk: int = 16) -> Tensor:
+    """Videos (B, 3, F, H, W) in [0,1] of latents (B, 4, F, h, w), as purification decodes them (pipeline.decode)."""
+    from ..pipeline import Hooks, decode
+
+    return decode(_vae_networks(vae, chunk), latents[None], Hooks())[0]
+
+
+def vae_round_trip(vae: nn.Module, video: Tensor, chunk: int = 16) -> Tensor:
+    """D(E(x)) for videos (B, 3, F, H, W) in [0,1]: what every purified candidate passes through."""
+    return vae_decode(vae, vae_encode(vae, video, chunk), chunk)
+
+
 def save_classifier(model: WorldClassifier, folder: str | os.PathLike, classes: tuple[str, ...]) -> None:
+    from ..io import atomic_write
     from ..loading import save_safetensors_atomic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_safetensors_atomic(model.state_dict(), folder / "model.safetensors")
     config = {"num_classes": model.num_classes, "width": model.width, "classes": list(classes)}
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    with atomic_write(folder / "config.json") as f:
+        f.write(json.dumps(config, indent=2) + "\n")
 
 
 def load_classifier(folder: str | os.PathLike = WEIGHTS / "classifier", device="cpu") -> tuple[WorldClassifier, tuple[str, ...]]:
