@@ -165,15 +165,20 @@ def run(args: argparse.Namespace) -> int:
         results["ablation"] = suite.ablation(models, case, device, args.compile, log)
 
     text = report.markdown(results)
-    with atomic_write(out_dir / f"bench-{tag}.json") as f:
-        f.write(json.dumps(results, indent=1, default=str) + "\n")
-    with atomic_write(out_dir / f"bench-{tag}.md") as f:
-        f.write(text)
-    print()
-    print(text)
+    _write_report(out_dir / f"bench-{tag}", results, text)
     print(f"wrote {out_dir / f'bench-{tag}.md'} and .json" + (f", {results['plot']}" if results.get("plot") else ""))
     print(f"fast/naive speedup: {head['speedup']:.2f}x, votes equal: {'yes' if votes_equal else 'no'}")
     return 0
+
+
+def _write_report(stem: Path, results: dict, text: str) -> None:
+    """STEM.json (the results) and STEM.md (`text`), each written atomically; the markdown is printed too."""
+    with atomic_write(stem.with_name(stem.name + ".json")) as f:
+        f.write(json.dumps(results, indent=1, default=str) + "\n")
+    with atomic_write(stem.with_name(stem.name + ".md")) as f:
+        f.write(text)
+    print()
+    print(text)
 
 
 def _throughput(args: argparse.Namespace, device, arch: str) -> int:
@@ -197,12 +202,7 @@ def _throughput(args: argparse.Namespace, device, arch: str) -> int:
     text = (f"# videopure bench --throughput\n\n- device: {results['device']}\n"
             f"- command: `{results['command']}`\n- other load during the run: {load or 'none seen'}\n\n"
             + markdown(results, sizes))
-    with atomic_write(out_dir / f"bench-throughput-{tag}.json") as f:
-        f.write(json.dumps(results, indent=1, default=str) + "\n")
-    with atomic_write(out_dir / f"bench-throughput-{tag}.md") as f:
-        f.write(text)
-    print()
-    print(text)
+    _write_report(out_dir / f"bench-throughput-{tag}", results, text)
     lo, hi = min(sizes), max(sizes)
     speedups = ", ".join(f"{w} {results[w]['speedup']:.2f}x" for w in args.workloads.split(",") if w in results)
     print(f"throughput {hi} vs {lo} videos per call: {speedups}")
