@@ -103,8 +103,29 @@ def test_a_checkpoint_from_another_plan_is_refused(tiny_world, tmp_path):
     with pytest.raises(StagePaused):
         train_world(tmp_path, plan, stages=("vae",), progress=False, stop_after=1, **CONFIGS)
     other = TrainPlan(**{**plan.__dict__, "vae_lr": 0.5})
-    with pytest.raises(ValueError, match="another TrainPlan"):
+    with pytest.raises(ValueError, match=r"another TrainPlan for the vae stage \(vae_lr 0.001 \(now 0.5\)\)"):
         train_world(tmp_path, other, stages=("vae",), resume=True, progress=False, **CONFIGS)
+
+
+def test_a_checkpoint_resumes_under_a_plan_that_differs_only_in_other_stages(tiny_world, tmp_path):
+    out, plan = tiny_world
+    with pytest.raises(StagePaused):
+        train_world(tmp_path, plan, stages=("vae",), progress=False, stop_after=1, **CONFIGS)
+    other = TrainPlan(**{**plan.__dict__, "unet_lr": 0.5, "classifier_steps": 99, "checkpoint_every": 1})
+    train_world(tmp_path, other, stages=("vae",), resume=True, progress=False, **CONFIGS)
+    name = WEIGHT_FILES[0]
+    a, b = load_file(out / name), load_file(tmp_path / name)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same VAE as the uninterrupted run of `plan`
+
+
+def test_the_vae_trains_on_the_first_vae_pool_clips_of_the_pool(tmp_path):
+    small = TrainPlan(**{**TINY.__dict__, "vae_steps": 2, "pool_clips": 12, "vae_pool_clips": 0})
+    large = TrainPlan(**{**small.__dict__, "pool_clips": 24, "vae_pool_clips": 12})
+    for name, p in (("small", small), ("large", large)):
+        train_world(tmp_path / name, p, stages=("vae",), progress=False, **CONFIGS)
+    a, b = (load_file(tmp_path / n / WEIGHT_FILES[0]) for n in ("small", "large"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert TrainPlan(pool_clips=1200, vae_pool_clips=600).scaled(0.1).vae_pool_clips == 60
 
 
 def test_video_noise_is_standard_normal_with_independent_shared_and_blended_frames():
@@ -149,12 +170,13 @@ def test_evaluate_world_writes_metrics_and_a_model_card_with_every_target(tiny_w
     for target in (">= 98%", ">= 96%", ">= 34 dB", ">= clean - 5 points", ">= 85%", ">= 25 points below VideoPure",
                    "within 0.8..1.2", "<= 10%", "end-point error", "eps MSE", "torch threads: vae", "plain DDIM inversion"):
         assert target in card, target
-    assert "the logged plan differs in pool_clips 12 (today 2400), checkpoint_every 2 (today 250)" in card and "--stages unet --threads 1 --vae-down 4" in card
+    assert "the logged plan differs in pool_clips 12 (today 1200), checkpoint_every 2 (today 250)" in card
+    assert "--stages unet --threads 1; wait" in card  # a 4x VAE: today's default, no --vae-down flag
     # a folder without a training log, and a log of the code before checkpoints, still make a card
     assert "${" not in model_card(metrics, {})
     before = {k: v for k, v in asdict(TrainPlan()).items() if k not in PLAN_BEFORE_CHECKPOINTS}  # the shipped log's
     old = model_card(metrics, {"plan": {**before, "vae_steps": 8000}})
-    assert "vae_steps 8000 (today 4000)" in old and "the log predates the fields checkpoint_every" in old
+    assert "vae_steps 8000 (today 3000)" in old and "the log predates the fields checkpoint_every" in old
 
 
 @pytest.mark.slow

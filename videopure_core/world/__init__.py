@@ -25,5 +25,5 @@ from .generator import (
 
 WORLD_OPTIONS: dict = {"lambda_reference": (32, 28, 28)}
 """VideoPure's options in the small world (`PurifyConfig().with_options(**WORLD_OPTIONS)`): the paper's
-hyperparameters, with the guidance step rescaled from the paper's 32x28x28 latent to this world's 16x8x8 (both
-losses are means, so unscaled steps would be ~25x larger per element here; see Guidance.lambda_reference)."""
+hyperparameters, with the guidance step rescaled from the paper's 32x28x28 latent to this world's 16x16x16 (both
+losses are means, so unscaled steps would be ~6x larger per element here; see Guidance.lambda_reference)."""

@@ -218,7 +218,7 @@ def measure_purification(world, config: PurifyConfig = WORLD_CONFIG, n_clips: in
 
 
 PLAN_BEFORE_CHECKPOINTS = dict(
-    checkpoint_every="- (none)", vae_noise=0.0, vae_noise_fraction=0.0, unet_frames=0, unet_t_low=250,
+    checkpoint_every="- (none)", vae_pool_clips=0, vae_noise=0.0, vae_noise_fraction=0.0, unet_frames=0, unet_t_low=250,
     unet_low_fraction=0.8, unet_noise_mix=(1.0, 0.0, 0.0), unet_ema=0.0,
 )
 """The recipe of train.py before mid-stage checkpoints (commit 7632fca, which made the shipped weights) in the
@@ -229,16 +229,16 @@ def _gap_text(points: float) -> str:
     return f"{points:.1f} points below" if points >= 0 else f"{-points:.1f} points above"
 
 
-def _reproduce_note(plan: dict) -> str:
-    """Whether today's `videopure train-world` defaults are the plan these weights were trained with."""
-    from .train import TrainPlan
+def _reproduce_note(plan: dict, vae_down: int) -> str:
+    """Whether today's `videopure train-world --vae-down N` plan (WORLD_PLANS) is the one these weights were trained with."""
+    from .train import WORLD_PLANS
 
-    today = json.loads(json.dumps(asdict(TrainPlan())))
+    today = json.loads(json.dumps(asdict(WORLD_PLANS.get(vae_down, WORLD_PLANS[4]))))
     differ = [f"{k} {plan[k]} (today {today[k]})" for k in today if k in plan and plan[k] != today[k]]
     missing = [k for k in today if k not in plan]
     if not differ and not missing:
-        return "The commands below, with today's `TrainPlan` defaults, are the run that made these weights."
-    text = ("These weights were trained with another plan than today's `TrainPlan` defaults, which the commands below "
+        return "The commands below, with today's plan for this VAE (`WORLD_PLANS`), are the run that made these weights."
+    text = ("These weights were trained with another plan than today's for this VAE (`WORLD_PLANS`), which the commands below "
             "use; the logged plan differs in " + (", ".join(differ) or "no shared field"))
     if missing:
         text += ("; the log predates the fields " + ", ".join(missing) + " (that code's fixed recipe is in the "
@@ -307,8 +307,8 @@ def card_fields(metrics: dict, log: dict) -> dict:
         config=", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in m["config"].items()),
         reference_predictions=str(m["reference_predictions_first12"]),
         reference_winners=str(m["reference_videopure_winners_first2"]),
-        vae_down_flag="" if fields["vae_down"] == "8" else f"--vae-down {fields['vae_down']} ",
-        reproduce_note=_reproduce_note(log.get("plan", {})),
+        vae_down_flag="" if fields["vae_down"] == "4" else f" --vae-down {fields['vae_down']}",
+        reproduce_note=_reproduce_note(log.get("plan", {}), int(fields["vae_down"])),
     )
     for name, row in rows.items():
         fields[f"{name}_standard"] = pct(row["standard_acc"])

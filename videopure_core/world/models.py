@@ -1,6 +1,6 @@
 """The small world's models: the same classes users load for real, at a size a 2-core CPU can train.
 
-- VAE: diffusers AutoencoderKL, per frame, 8x down, 4 latent channels (`WORLD_VAE_CONFIG`; 4x: `WORLD_VAE_CONFIG_4X`).
+- VAE: diffusers AutoencoderKL, per frame, 4x down, 4 latent channels (`WORLD_VAE_CONFIG`; 8x: `WORLD_VAE_CONFIG_8X`).
 - Denoiser: diffusers UNet3DConditionModel on the VAE latents with ModelScope's noise schedule, conditioned on a
   fixed null embedding (`WORLD_UNET_CONFIG`, `null_embedding`).
 - Flow: torchvision `raft_small`, trained on the generator's ground-truth flow (loaded with `load_raft`).
@@ -22,9 +22,9 @@ from torch import Tensor, nn
 WEIGHTS = Path(__file__).parent / "weights"
 
 WORLD_VAE_CONFIG = dict(
-    block_out_channels=(16, 32, 64, 64),  # four blocks = three 2x downsamples = 8x: an 8x8 latent (the shipped world)
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(32, 64, 64),  # three blocks = two 2x downsamples = 4x: a 16x16 latent for 64x64 frames
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
     layers_per_block=1,
     norm_num_groups=1,  # one group: per-channel colour survives the norms (8 groups trained ~1 dB slower here)
     latent_channels=4,
@@ -37,32 +37,32 @@ WORLD_UNET_CONFIG = dict(
     norm_num_groups=8,
     cross_attention_dim=32,
     attention_head_dim=8,
-    sample_size=8,
-    down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
-    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
-)
-
-WORLD_VAE_CONFIG_4X = dict(
-    WORLD_VAE_CONFIG,
-    block_out_channels=(32, 64, 64),  # three blocks = two 2x downsamples = 4x: a 16x16 latent for 64x64 frames
-    down_block_types=("DownEncoderBlock2D",) * 3,
-    up_block_types=("UpDecoderBlock2D",) * 3,
-)
-"""The 4x-down VAE tried for issue 11: at 8x a 64x64 frame is an 8x8 latent with the objects 2-3 latent cells
-across, and the shipped world's purification errors are shape errors (see the model card's experiment log)."""
-
-WORLD_UNET_CONFIG_16 = dict(
-    WORLD_UNET_CONFIG,
     sample_size=16,
     # no spatial attention on the full 16x16 grid (a sixth of the step time), temporal layers everywhere
     down_block_types=("DownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
     up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "UpBlock3D"),
 )
-"""The UNet for the 4x VAE's 16x16 latent (same widths as WORLD_UNET_CONFIG)."""
 
-WORLD_CONFIGS: dict[int, tuple[dict, dict]] = {8: (WORLD_VAE_CONFIG, WORLD_UNET_CONFIG),
-                                               4: (WORLD_VAE_CONFIG_4X, WORLD_UNET_CONFIG_16)}
-"""VAE downsampling factor -> (VAE config, UNet config): `videopure train-world --vae-down 8|4` (8: the shipped world)."""
+WORLD_VAE_CONFIG_8X = dict(
+    WORLD_VAE_CONFIG,
+    block_out_channels=(16, 32, 64, 64),  # four blocks = three 2x downsamples = 8x: an 8x8 latent
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+)
+"""The 8x-down VAE of the world shipped before issue 11: a 64x64 frame is an 8x8 latent with the objects 2-3 latent
+cells across, and that world's purification errors were shape errors (see the model card's experiment log)."""
+
+WORLD_UNET_CONFIG_8X = dict(
+    WORLD_UNET_CONFIG,
+    sample_size=8,
+    down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+)
+"""The UNet for the 8x VAE's 8x8 latent (same widths as WORLD_UNET_CONFIG, spatial attention on every level)."""
+
+WORLD_CONFIGS: dict[int, tuple[dict, dict]] = {4: (WORLD_VAE_CONFIG, WORLD_UNET_CONFIG),
+                                               8: (WORLD_VAE_CONFIG_8X, WORLD_UNET_CONFIG_8X)}
+"""VAE downsampling factor -> (VAE config, UNet config): `videopure train-world --vae-down 4|8` (4: the shipped world)."""
 
 NULL_EMBEDDING_SHAPE = (1, 4, 32)  # (1, tokens, cross_attention_dim): the world's "empty prompt"
 

@@ -28,7 +28,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -58,12 +58,17 @@ STAGES = ("vae", "classifier", "raft", "unet")
 
 @dataclass(frozen=True)
 class TrainPlan:
-    """Steps, batch sizes and recipe of each stage (the defaults made the shipped world; see its model card)."""
+    """Steps, batch sizes and recipe of each stage (the defaults made the shipped 4x world; see its model card).
+
+    Fields named after a stage (`vae_*`, `classifier_*`, `raft_*`, `unet_*`) belong to it; `seed` and `pool_clips`
+    to every stage; `checkpoint_every` only says how often a checkpoint is written (results do not depend on it).
+    """
 
     seed: int = 0
-    pool_clips: int = 2400  # training clips generated once (200 per class), kept as uint8
+    pool_clips: int = 1200  # training clips generated once (100 per class), kept as uint8
     checkpoint_every: int = 250  # steps between mid-stage checkpoints (DIR/.checkpoints/<stage>.pt)
-    vae_steps: int = 4000
+    vae_steps: int = 3000
+    vae_pool_clips: int = 600  # the VAE trains on the first this many pool clips (0: all); frames are plentiful
     vae_batch: int = 16  # frame crops
     vae_crop: int = 32  # pixels, a multiple of the VAE's downsampling factor
     vae_lr: float = 1e-3
@@ -76,7 +81,7 @@ class TrainPlan:
     raft_batch: int = 6  # frame pairs
     raft_iters: int = 8
     raft_lr: float = 4e-4
-    unet_steps: int = 4000
+    unet_steps: int = 1500
     unet_batch: int = 4  # clips
     unet_frames: int = 8  # each clip a random run of this many consecutive frames (0: all); the UNet's temporal
     #   layers are convolutions and attention without positional embedding, so they run on any number of frames
@@ -90,7 +95,21 @@ class TrainPlan:
     def scaled(self, factor: float) -> "TrainPlan":
         """The same plan with every step count multiplied by `factor` (quick trials and tests)."""
         steps = {k: max(1, round(v * factor)) for k, v in asdict(self).items() if k.endswith("_steps")}
-        return TrainPlan(**{**asdict(self), **steps, "pool_clips": max(12, round(self.pool_clips * factor) // 12 * 12)})
+        clips = lambda n: max(12, round(n * factor) // 12 * 12) if n else 0  # noqa: E731
+        return TrainPlan(**{**asdict(self), **steps, "pool_clips": clips(self.pool_clips),
+                            "vae_pool_clips": clips(self.vae_pool_clips)})
+
+    def stage_fields(self, stage: str) -> dict:
+        """The fields that decide `stage`'s result: seed, pool_clips and the stage's own."""
+        return {k: v for k, v in asdict(self).items() if k in ("seed", "pool_clips") or k.startswith(stage + "_")}
+
+
+WORLD_PLANS: dict[int, TrainPlan] = {
+    4: TrainPlan(),
+    8: TrainPlan(pool_clips=2400, vae_steps=4000, vae_pool_clips=0, unet_steps=4000),
+}
+"""VAE downsampling factor -> the plan `videopure train-world --vae-down N` runs (4: the shipped world; 8: the
+8x8-latent world shipped before issue 11, whose VAE and UNet configs are WORLD_CONFIGS[8])."""
 
 
 class _Curve:
@@ -185,10 +204,13 @@ class _Loop:
     def _load(self, curve: _Curve) -> tuple[int, float]:
         state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
         same = lambda plan: json.loads(json.dumps(plan))  # noqa: E731  (tuples and lists alike)
-        if same(state["plan"]) != same(asdict(self.plan)):
+        mine = self.plan.stage_fields(self.name)
+        theirs = {k: state["plan"].get(k, TrainPlan.__dataclass_fields__[k].default) for k in mine}
+        if same(theirs) != same(mine):
+            differ = ", ".join(f"{k} {theirs[k]} (now {mine[k]})" for k in mine if same(theirs[k]) != same(mine[k]))
             raise ValueError(
-                f"{self.checkpoint} was written with another TrainPlan; delete it to restart the {self.name} stage, "
-                "or resume with the plan it was made with."
+                f"{self.checkpoint} was written with another TrainPlan for the {self.name} stage ({differ}); delete it "
+                f"to restart the stage, or resume with the plan it was made with."
             )
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
@@ -266,7 +288,7 @@ def train_vae(pool: Tensor, plan: TrainPlan, out: Path, log: _Log, progress: boo
 
     torch.manual_seed(plan.seed)
     g = torch.Generator().manual_seed(plan.seed)
-    frames = pool.flatten(0, 1)  # (N*F, H, W, 3)
+    frames = pool[: plan.vae_pool_clips or None].flatten(0, 1)  # (N*F, H, W, 3)
     vae = AutoencoderKL(**config)
     opt = torch.optim.AdamW(vae.parameters(), lr=plan.vae_lr, weight_decay=0.0)
     size, crop, grid = frames.shape[1], plan.vae_crop, vae_downsampling(config)
@@ -511,14 +533,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
                    help="end each stage after this many steps in this run (checkpointed; continue with --resume)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--vae-down", type=int, default=8, choices=sorted(WORLD_CONFIGS),
-                   help="VAE downsampling: 8 (an 8x8 latent, the shipped world) or 4 (a 16x16 latent, issue 11's trial)")
+    p.add_argument("--vae-down", type=int, default=4, choices=sorted(WORLD_CONFIGS),
+                   help="VAE downsampling, which picks the models and the plan (WORLD_PLANS): 4 (a 16x16 latent, the "
+                        "shipped world) or 8 (an 8x8 latent, the world shipped before issue 11)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    plan = TrainPlan(seed=args.seed).scaled(args.scale) if args.scale != 1.0 else TrainPlan(seed=args.seed)
+    plan = replace(WORLD_PLANS[args.vae_down], seed=args.seed)
+    plan = plan.scaled(args.scale) if args.scale != 1.0 else plan
     try:
         vae_config, unet_config = WORLD_CONFIGS[args.vae_down]
         out = train_world(args.out, plan, stages=tuple(args.stages), resume=args.resume, stop_after=args.stop_after,
