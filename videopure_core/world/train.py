@@ -108,8 +108,9 @@ WORLD_PLANS: dict[int, TrainPlan] = {
     4: TrainPlan(),
     8: TrainPlan(pool_clips=2400, vae_steps=4000, vae_pool_clips=0, unet_steps=4000),
 }
-"""VAE downsampling factor -> the plan `videopure train-world --vae-down N` runs (4: the shipped world; 8: the
-8x8-latent world shipped before issue 11, whose VAE and UNet configs are WORLD_CONFIGS[8])."""
+"""VAE downsampling factor -> the plan `videopure train-world --vae-down N` runs (4: the shipped world; 8: today's
+recipe for the 8x VAE and UNet of WORLD_CONFIGS[8]; the 8x world shipped before issue 11 came from older code, see
+the experiment log in the model card)."""
 
 
 class _Curve:
