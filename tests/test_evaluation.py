@@ -260,6 +260,8 @@ def test_cli_quick_and_report_only(tmp_path):
     assert "| VideoPure |" in (out / "table1.md").read_text()
     with pytest.raises(SystemExit, match="other settings"):
         main([*args[:-3], "--steps", "3", "--out", str(out), "--no-progress"])
+    with pytest.raises(SystemExit, match="tt\\+bpda, which this run does not include"):  # a limit that limits nothing
+        main([*args[:-3], "--attack-clips", "pgd+full=1,tt+bpda=1", "--out", str(tmp_path / "other"), "--no-progress"])
 
 
 def test_cli_ablations_get_table_four_columns_only(tmp_path):

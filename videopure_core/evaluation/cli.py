@@ -306,6 +306,11 @@ def run_eval(args: argparse.Namespace) -> int:
             if name.rpartition("/")[2] not in ATTACKS or type(n) is not int or n < 0:
                 raise SystemExit(f"videopure eval: --attack-clips entry {name}={n} is not ATTACK=N or DEFENCE/ATTACK=N "
                                  f"(e.g. diffattack=20, diffpure-ddpm/eot+bpda=6).")
+        if args.attack_clips:  # a limit the user wrote for an attack this run lacks limits nothing: say so
+            unused = [name for name in attack_clips if name.rpartition("/")[2] not in attacks]
+            if unused:
+                raise SystemExit(f"videopure eval: --attack-clips limits {', '.join(unused)}, which this run does not "
+                                 f"include (attacks: {', '.join(attacks)}); limit one of those instead.")
         if args.ablations:  # the ablation rows only need Table IV's columns: Standard Acc, PGD, PGD+BPDA
             explicit = set(_defence_specs(argparse.Namespace(defences=args.defences, ablations=False)))
             for spec in specs:
