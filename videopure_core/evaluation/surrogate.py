@@ -3,11 +3,12 @@
 The paper's black-box setting crafts TT+MI adversarial videos on one video model (NL or SlowFast) and evaluates
 them on the other. In the small world the target is the world's `WorldClassifier` (a plain 3D CNN with BatchNorm
 and max pooling); the surrogate here is a (2+1)D network instead: every block a spatial 1x3x3 convolution then a
-temporal 3x1x1 convolution, GroupNorm and GELU, strided downsampling, a different width and seed. It is trained on
+temporal 3x1x1 convolution, GroupNorm and GELU, a strided first block then max pooling, mean+max pooled
+features into the head, a different width and seed. It is trained on
 clean clips of the world's *train* split only (the generator's public API), with cross-entropy and AdamW, so it
 never sees the test clips, the target's weights or the purifier.
 
-    videopure eval --train-surrogate DIR            # about 5-10 min on 2 CPU cores; rerun after the world changes
+    videopure eval --train-surrogate DIR            # about 16 min on one CPU thread (97.9% on 96 test clips)
     videopure eval --experiment table3 ...          # trains it into <out>/surrogate first when it is missing
 
 Folder layout: config.json (architecture, classes, training settings, test accuracy) and model.safetensors.
@@ -33,19 +34,22 @@ class SeparableClassifier(nn.Module):
     def __init__(self, num_classes: int = 12, width: int = 24):
         super().__init__()
 
-        def block(cin, cout, stride_t):
-            return [nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), nn.GroupNorm(4, cout), nn.GELU(),
-                    nn.Conv3d(cout, cout, (3, 1, 1), stride=(stride_t, 1, 1), padding=(1, 0, 0)), nn.GroupNorm(4, cout),
-                    nn.GELU()]
+        def block(cin, cout, stride, pool):
+            return [nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1)), nn.GroupNorm(4, cout),
+                    nn.GELU(), nn.Conv3d(cout, cout, (3, 1, 1), padding=(1, 0, 0)), nn.GroupNorm(4, cout), nn.GELU(),
+                    nn.MaxPool3d(pool)]
 
         w = width
-        self.features = nn.Sequential(*block(3, w, 1), *block(w, 2 * w, 2), *block(2 * w, 2 * w, 2))
-        self.head = nn.Linear(2 * w, num_classes)
+        # a strided first convolution (cheap at full resolution), then max pooling, which keeps the small moving
+        # object's response (with strided convolutions only, the net stayed at chance for 600 of 1200 steps)
+        self.features = nn.Sequential(*block(3, w, 2, (1, 2, 2)), *block(w, 2 * w, 1, (2, 2, 2)),
+                                      *block(2 * w, 2 * w, 1, (2, 2, 2)))
+        self.head = nn.Linear(4 * w, num_classes)
         self.num_classes, self.width = num_classes, width
 
     def forward(self, video: Tensor) -> Tensor:
         x = self.features(video * 2.0 - 1.0)
-        return self.head(x.mean(dim=(2, 3, 4)))
+        return self.head(torch.cat([x.mean(dim=(2, 3, 4)), x.amax(dim=(2, 3, 4))], dim=1))  # mean and max pooled
 
 
 def save_surrogate(model: SeparableClassifier, folder: str | os.PathLike, classes, info: dict) -> None:
