@@ -8,7 +8,10 @@
 - Every cell is k of n clips, shown as `acc [lo, hi] n=..` with the 95% Wilson interval (stats.py).
 - Average: the mean over a defence's attack columns (not Standard Acc, as the paper), computed only on the clips
   that every one of those columns measured, with that n and a clip-bootstrap 95% interval; "-" for the
-  undefended row, as in the paper. "Average (shared)" uses only the columns every defended row has.
+  undefended row, as in the paper. "Average (shared)" uses only the columns every defended row has; when those
+  columns cover different numbers of clips (cheap columns on 48, adaptive ones on 8), it is also given over the
+  shared columns covering at least 48, at least 8, ... clips in every row, so a small adaptive subset does not
+  shrink the comparison of the large columns to its few clips.
 Every number is computed from the records, so a report can be rebuilt at any time (`videopure eval --report-only`).
 """
 
@@ -138,12 +141,16 @@ def _order(records: Sequence[dict], key: str, preferred: Sequence[str] = ()) -> 
 
 def table_one(records: Sequence[dict], defences: Sequence[str] = (), attacks: Sequence[str] = ATTACKS) -> list[dict]:
     """Rows of Table I: {"defence", "title", attack: (correct, n) or None ..., "average": % or None, "average_info":
-    the Average's value, interval, n and columns, "shared": the Average over the columns every defended row has}."""
+    the Average's value, interval, n and columns, "shared": the Average over the columns every defended row has,
+    "shared_levels": Averages over the shared columns that every defended row measured on at least N clips, one per
+    distinct N, most clips first (the last is "shared")}."""
     per_clip = clip_results(records)
     attacks = [a for a in attacks if any(k[1] == a for k in per_clip)]
     order = _order(records, "defence", defences)
     defended = [d for d in order if not undefended(d)]
     shared_cols = [a for a in attacks if a != "clean" and defended and all((d, a) in per_clip for d in defended)]
+    coverage = {a: min(len(per_clip[(d, a)]) for d in defended) for a in shared_cols}
+    levels = sorted(set(coverage.values()), reverse=True)
     rows = []
     for d in order:
         row = {"defence": d, "title": defence_title(d)}
@@ -154,6 +161,8 @@ def table_one(records: Sequence[dict], defences: Sequence[str] = (), attacks: Se
         row["average_info"] = info
         row["average"] = None if info is None else info["value"]
         row["shared"] = None if undefended(d) else average_of(per_clip, d, shared_cols)
+        row["shared_levels"] = [] if undefended(d) else [
+            average_of(per_clip, d, [a for a in shared_cols if coverage[a] >= n]) for n in levels]
         rows.append(row)
     return rows
 
@@ -172,20 +181,29 @@ def table_one_markdown(rows: list[dict], attacks: Sequence[str]) -> str:
 
 
 def shared_average_markdown(rows: list[dict]) -> str:
-    """The Average over the attack columns that every defended row has, on each row's common clips."""
+    """The Average over the attack columns that every defended row has, on each row's common clips; one column per
+    coverage level when the shared columns cover different numbers of clips (see `table_one`)."""
     shared = [r for r in rows if r.get("shared")]
     if not shared:
         return ""
-    cols = ", ".join(ATTACK_TITLES.get(a, a) for a in shared[0]["shared"]["columns"])
-    lines = [f"Average over the columns every defence has ({cols}):", "", "| Defence | Average (shared) |", "|---|---|"]
+    levels = [lv["columns"] for lv in shared[0].get("shared_levels") or [shared[0]["shared"]]]
+    titles = [", ".join(ATTACK_TITLES.get(a, a) for a in cols) for cols in levels]
+    if len(levels) == 1:
+        lines = [f"Average over the columns every defence has ({titles[0]}):", "", "| Defence | Average (shared) |",
+                 "|---|---|"]
+    else:
+        lines = ["Average over the columns every defence has, on each row's common clips; the shared columns cover "
+                 "different numbers of clips, so also over the subsets that cover more:", "",
+                 "| Defence | " + " | ".join(titles) + " |", "|---|" + "---|" * len(levels)]
     for r in sorted(shared, key=lambda r: -r["shared"]["value"]):
-        lines.append(f"| {r['title']} | {average_text(r['shared'], len(r['shared']['columns']))} |")
+        cells = r.get("shared_levels") or [r["shared"]]
+        lines.append(f"| {r['title']} | " + " | ".join(average_text(c, len(c["columns"]) if c else None) for c in cells) + " |")
     return "\n".join(lines)
 
 
 def table_one_csv(rows: list[dict], attacks: Sequence[str]) -> str:
-    """Long format: defence, attack, accuracy (%), correct, n, 95% interval; plus 'average' and 'average_shared'
-    lines per defence (n = the clips the average is on, interval from the clip bootstrap)."""
+    """Long format: defence, attack, accuracy (%), correct, n, 95% interval; plus 'average', 'average_shared' and
+    'average_shared_subset' (one per coverage level, see `table_one`) lines per defence (n = the clips the average is on, interval from the clip bootstrap)."""
     buffer = io.StringIO()
     w = csv.writer(buffer, lineterminator="\n")
     w.writerow(["defence", "attack", "accuracy", "correct", "n", "lo95", "hi95", "columns"])
@@ -195,8 +213,9 @@ def table_one_csv(rows: list[dict], attacks: Sequence[str]) -> str:
                 lo, hi = wilson(*r[a])
                 w.writerow([r["defence"], a, f"{100.0 * r[a][0] / r[a][1]:.2f}", r[a][0], r[a][1],
                             f"{100 * lo:.2f}", f"{100 * hi:.2f}", ""])
-        for key, label in (("average_info", "average"), ("shared", "average_shared")):
-            avg = r.get(key)
+        averages = [(r.get("average_info"), "average"), (r.get("shared"), "average_shared")]
+        averages += [(lv, "average_shared_subset") for lv in (r.get("shared_levels") or [])[:-1]]
+        for avg, label in averages:
             if avg:
                 w.writerow([r["defence"], label, f"{avg['value']:.2f}", "", avg["n"], f"{avg['lo']:.2f}",
                             f"{avg['hi']:.2f}", "+".join(avg["columns"])])
@@ -357,22 +376,27 @@ def ordering(rows: list[dict], attacks: Sequence[str]) -> list[str]:
     defence pairs ordered the same way (ties here count as half) and how many of the reversals are significant
     (95% intervals apart)."""
     lines = []
-    for a in [*attacks, "average"]:
-        here, intervals = {}, {}
+    shared = next((r for r in rows if r.get("shared")), None)
+    n_levels = len(shared.get("shared_levels") or [shared["shared"]]) if shared else 1
+    for a in [*attacks, *(("average", i) for i in range(n_levels))]:
+        here, intervals, title = {}, {}, ATTACK_TITLES.get(a, a)
         for r in rows:
             name = r["defence"]
             if ":" in name:
                 continue
-            if a == "average":  # across rows: the Average over the columns and clips every defence has
-                if not r.get("shared"):
+            if isinstance(a, tuple):  # across rows: the Average over the shared columns (one coverage level)
+                levels = r.get("shared_levels") or [r.get("shared")]
+                if not r.get("shared") or levels[a[1]] is None:
                     continue
-                here[name] = r["shared"]["value"]
-                intervals[name] = (r["shared"]["lo"], r["shared"]["hi"])
+                info = levels[a[1]]
+                here[name] = info["value"]
+                intervals[name] = (info["lo"], info["hi"])
+                title = "Average (here over " + ", ".join(ATTACK_TITLES.get(c, c) for c in info["columns"]) + ")"
             elif r.get(a):
                 here[name] = 100.0 * r[a][0] / r[a][1]
                 lo, hi = wilson(*r[a])
                 intervals[name] = (100 * lo, 100 * hi)
-        paper = PAPER_AVERAGE if a == "average" else {d: v.get(a) for d, v in PAPER_TABLE_I.items()}
+        paper = PAPER_AVERAGE if isinstance(a, tuple) else {d: v.get(a) for d, v in PAPER_TABLE_I.items()}
         pairs = _strict_pairs(paper, here)
         if not pairs:
             continue
@@ -394,20 +418,22 @@ def ordering(rows: list[dict], attacks: Sequence[str]) -> list[str]:
 
         rev = (f"; significant reversals: {', '.join(significant_reversals)}" if significant_reversals
                else "; no reversal is significant")
-        lines.append(f"- {ATTACK_TITLES.get(a, 'Average (shared columns here)')}: here {rank(here)}; paper {rank(paper)} "
+        lines.append(f"- {title}: here {rank(here)}; paper {rank(paper)} "
                      f"({100 * agree / len(pairs):.0f}% of {len(pairs)} pairs in the paper's order{rev})")
     return lines
 
 
-def _claim(rows: dict, kind: str, lhs, rhs) -> Optional[tuple[float, float, bool]]:
-    """(value lhs, value rhs, intervals apart) for a claim's two sides, or None when not measured."""
+def _claim(rows: dict, level: int, lhs, rhs) -> Optional[tuple[float, float, bool]]:
+    """(value lhs, value rhs, intervals apart) for a claim's two sides, or None when not measured; an "average"
+    side is the shared-columns Average at coverage `level` (index into "shared_levels"; -1 = all shared columns)."""
     def side(spec):
         d, a = spec
         r = rows.get(d)
         if r is None:
             return None
         if a == "average":  # the shared-columns Average, comparable across rows
-            info = r.get("shared")
+            levels = r.get("shared_levels") or [r.get("shared")]
+            info = levels[level] if -len(levels) <= level < len(levels) else None
             return None if info is None else (info["value"], (info["lo"], info["hi"]))
         if not r.get(a):
             return None
@@ -443,27 +469,38 @@ def claims(rows: list[dict]) -> list[str]:
     many of them (or of the reversals) are significant at 95% (intervals apart)."""
     by = {r["defence"]: r for r in rows}
     lines = []
+    shared = next((r for r in rows if r.get("shared")), None)
+    levels = (shared.get("shared_levels") or [shared["shared"]]) if shared else [None]
     for statement, pairs in PAPER_CLAIMS:
-        results = [c for c in (_claim(by, "", l, r) for l, r in pairs) if c is not None]
-        if not results:
-            continue
-        held = sum(1 for a, b, _ in results if a > b)
-        ties = sum(1 for a, b, _ in results if a == b)
-        significant = sum(1 for a, b, apart in results if a > b and apart)
-        reversed_sig = sum(1 for a, b, apart in results if a < b and apart)
-        if held == len(results):
-            verdict = "holds" + (" (all significant)" if significant == len(results) else
-                                 f" ({significant} of {len(results)} comparisons significant)")
-        elif ties == len(results):
-            verdict = "no difference measured (ties)"
-        elif held == 0:
-            verdict = "does not hold" + (f" ({reversed_sig} significant reversals)" if reversed_sig else " (within noise)")
+        if any(a == "average" for side in pairs for _, a in side) and len(levels) > 1:
+            for i, level in enumerate(levels):  # once per coverage level of the shared columns
+                columns = ", ".join(ATTACK_TITLES.get(a, a) for a in level["columns"])
+                lines += _claim_line(f"{statement}, over {columns}", pairs, by, i)
         else:
-            verdict = f"partly: {held} of {len(results)} comparisons" + (f", {reversed_sig} significant reversals"
-                                                                         if reversed_sig else "")
-        measured = "" if len(results) == len(pairs) else f" ({len(results)} of its {len(pairs)} comparisons measured)"
-        lines.append(f"- {statement}: **{verdict}**{measured}")
+            lines += _claim_line(statement, pairs, by, -1)
     return lines
+
+
+def _claim_line(statement: str, pairs: tuple, by: dict, level: int) -> list[str]:
+    results = [c for c in (_claim(by, level, l, r) for l, r in pairs) if c is not None]
+    if not results:
+        return []
+    held = sum(1 for a, b, _ in results if a > b)
+    ties = sum(1 for a, b, _ in results if a == b)
+    significant = sum(1 for a, b, apart in results if a > b and apart)
+    reversed_sig = sum(1 for a, b, apart in results if a < b and apart)
+    if held == len(results):
+        verdict = "holds" + (" (all significant)" if significant == len(results) else
+                             f" ({significant} of {len(results)} comparisons significant)")
+    elif ties == len(results):
+        verdict = "no difference measured (ties)"
+    elif held == 0:
+        verdict = "does not hold" + (f" ({reversed_sig} significant reversals)" if reversed_sig else " (within noise)")
+    else:
+        verdict = f"partly: {held} of {len(results)} comparisons" + (f", {reversed_sig} significant reversals"
+                                                                     if reversed_sig else "")
+    measured = "" if len(results) == len(pairs) else f" ({len(results)} of its {len(pairs)} comparisons measured)"
+    return [f"- {statement}: **{verdict}**{measured}"]
 
 
 def warnings_summary(records: Sequence[dict]) -> list[str]:
