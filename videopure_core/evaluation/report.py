@@ -186,7 +186,7 @@ def shared_average_markdown(rows: list[dict]) -> str:
     shared = [r for r in rows if r.get("shared")]
     if not shared:
         return ""
-    levels = [lv["columns"] for lv in shared[0].get("shared_levels") or [shared[0]["shared"]]]
+    levels = [lv["columns"] for lv in shared[0]["shared_levels"]]
     titles = [", ".join(ATTACK_TITLES.get(a, a) for a in cols) for cols in levels]
     if len(levels) == 1:
         lines = [f"Average over the columns every defence has ({titles[0]}):", "", "| Defence | Average (shared) |",
@@ -196,7 +196,7 @@ def shared_average_markdown(rows: list[dict]) -> str:
                  "different numbers of clips, so also over the subsets that cover more:", "",
                  "| Defence | " + " | ".join(titles) + " |", "|---|" + "---|" * len(levels)]
     for r in sorted(shared, key=lambda r: -r["shared"]["value"]):
-        cells = r.get("shared_levels") or [r["shared"]]
+        cells = r["shared_levels"]
         lines.append(f"| {r['title']} | " + " | ".join(average_text(c, len(c["columns"]) if c else None) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -214,7 +214,7 @@ def table_one_csv(rows: list[dict], attacks: Sequence[str]) -> str:
                 w.writerow([r["defence"], a, f"{100.0 * r[a][0] / r[a][1]:.2f}", r[a][0], r[a][1],
                             f"{100 * lo:.2f}", f"{100 * hi:.2f}", ""])
         averages = [(r.get("average_info"), "average"), (r.get("shared"), "average_shared")]
-        averages += [(lv, "average_shared_subset") for lv in (r.get("shared_levels") or [])[:-1]]
+        averages += [(lv, "average_shared_subset") for lv in r["shared_levels"][:-1]]
         for avg, label in averages:
             if avg:
                 w.writerow([r["defence"], label, f"{avg['value']:.2f}", "", avg["n"], f"{avg['lo']:.2f}",
@@ -377,7 +377,7 @@ def ordering(rows: list[dict], attacks: Sequence[str]) -> list[str]:
     (95% intervals apart)."""
     lines = []
     shared = next((r for r in rows if r.get("shared")), None)
-    n_levels = len(shared.get("shared_levels") or [shared["shared"]]) if shared else 1
+    n_levels = len(shared["shared_levels"]) if shared else 0
     for a in [*attacks, *(("average", i) for i in range(n_levels))]:
         here, intervals, title = {}, {}, ATTACK_TITLES.get(a, a)
         for r in rows:
@@ -385,10 +385,9 @@ def ordering(rows: list[dict], attacks: Sequence[str]) -> list[str]:
             if ":" in name:
                 continue
             if isinstance(a, tuple):  # across rows: the Average over the shared columns (one coverage level)
-                levels = r.get("shared_levels") or [r.get("shared")]
-                if not r.get("shared") or levels[a[1]] is None:
+                info = r["shared_levels"][a[1]] if r.get("shared") else None
+                if info is None:
                     continue
-                info = levels[a[1]]
                 here[name] = info["value"]
                 intervals[name] = (info["lo"], info["hi"])
                 title = "Average (here over " + ", ".join(ATTACK_TITLES.get(c, c) for c in info["columns"]) + ")"
@@ -432,8 +431,7 @@ def _claim(rows: dict, level: int, lhs, rhs) -> Optional[tuple[float, float, boo
         if r is None:
             return None
         if a == "average":  # the shared-columns Average, comparable across rows
-            levels = r.get("shared_levels") or [r.get("shared")]
-            info = levels[level] if -len(levels) <= level < len(levels) else None
+            info = r["shared_levels"][level] if r.get("shared") else None
             return None if info is None else (info["value"], (info["lo"], info["hi"]))
         if not r.get(a):
             return None
@@ -470,7 +468,7 @@ def claims(rows: list[dict]) -> list[str]:
     by = {r["defence"]: r for r in rows}
     lines = []
     shared = next((r for r in rows if r.get("shared")), None)
-    levels = (shared.get("shared_levels") or [shared["shared"]]) if shared else [None]
+    levels = shared["shared_levels"] if shared else []
     for statement, pairs in PAPER_CLAIMS:
         if any(a == "average" for side in pairs for _, a in side) and len(levels) > 1:
             for i, level in enumerate(levels):  # once per coverage level of the shared columns
