@@ -160,9 +160,9 @@ def table_one(records: Sequence[dict], defences: Sequence[str] = (), attacks: Se
         info = None if undefended(d) else average_of(per_clip, d, attacks)
         row["average_info"] = info
         row["average"] = None if info is None else info["value"]
-        row["shared"] = None if undefended(d) else average_of(per_clip, d, shared_cols)
         row["shared_levels"] = [] if undefended(d) else [
             average_of(per_clip, d, [a for a in shared_cols if coverage[a] >= n]) for n in levels]
+        row["shared"] = row["shared_levels"][-1] if row["shared_levels"] else None  # every shared column
         rows.append(row)
     return rows
 
@@ -180,13 +180,18 @@ def table_one_markdown(rows: list[dict], attacks: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _shared_levels(rows: list[dict]) -> list[dict]:
+    """The coverage levels of the shared columns (see `table_one`), read from the first row that has them."""
+    return next((r["shared_levels"] for r in rows if r.get("shared")), [])
+
+
 def shared_average_markdown(rows: list[dict]) -> str:
     """The Average over the attack columns that every defended row has, on each row's common clips; one column per
     coverage level when the shared columns cover different numbers of clips (see `table_one`)."""
     shared = [r for r in rows if r.get("shared")]
     if not shared:
         return ""
-    levels = [lv["columns"] for lv in shared[0]["shared_levels"]]
+    levels = [lv["columns"] for lv in _shared_levels(rows)]
     titles = [", ".join(ATTACK_TITLES.get(a, a) for a in cols) for cols in levels]
     if len(levels) == 1:
         lines = [f"Average over the columns every defence has ({titles[0]}):", "", "| Defence | Average (shared) |",
@@ -203,7 +208,8 @@ def shared_average_markdown(rows: list[dict]) -> str:
 
 def table_one_csv(rows: list[dict], attacks: Sequence[str]) -> str:
     """Long format: defence, attack, accuracy (%), correct, n, 95% interval; plus 'average', 'average_shared' and
-    'average_shared_subset' (one per coverage level, see `table_one`) lines per defence (n = the clips the average is on, interval from the clip bootstrap)."""
+    'average_shared_subset' (one per coverage level, see `table_one`) lines per defence (n = the clips the average
+    is on, interval from the clip bootstrap)."""
     buffer = io.StringIO()
     w = csv.writer(buffer, lineterminator="\n")
     w.writerow(["defence", "attack", "accuracy", "correct", "n", "lo95", "hi95", "columns"])
@@ -376,9 +382,7 @@ def ordering(rows: list[dict], attacks: Sequence[str]) -> list[str]:
     defence pairs ordered the same way (ties here count as half) and how many of the reversals are significant
     (95% intervals apart)."""
     lines = []
-    shared = next((r for r in rows if r.get("shared")), None)
-    n_levels = len(shared["shared_levels"]) if shared else 0
-    for a in [*attacks, *(("average", i) for i in range(n_levels))]:
+    for a in [*attacks, *(("average", i) for i in range(len(_shared_levels(rows))))]:
         here, intervals, title = {}, {}, ATTACK_TITLES.get(a, a)
         for r in rows:
             name = r["defence"]
@@ -467,8 +471,7 @@ def claims(rows: list[dict]) -> list[str]:
     many of them (or of the reversals) are significant at 95% (intervals apart)."""
     by = {r["defence"]: r for r in rows}
     lines = []
-    shared = next((r for r in rows if r.get("shared")), None)
-    levels = shared["shared_levels"] if shared else []
+    levels = _shared_levels(rows)
     for statement, pairs in PAPER_CLAIMS:
         if any(a == "average" for side in pairs for _, a in side) and len(levels) > 1:
             for i, level in enumerate(levels):  # once per coverage level of the shared columns
