@@ -482,6 +482,10 @@ def claims(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _reversals(count: int) -> str:
+    return f"{count} significant reversal" + ("" if count == 1 else "s")
+
+
 def _claim_line(statement: str, pairs: tuple, by: dict, level: int) -> list[str]:
     results = [c for c in (_claim(by, level, l, r) for l, r in pairs) if c is not None]
     if not results:
@@ -496,10 +500,9 @@ def _claim_line(statement: str, pairs: tuple, by: dict, level: int) -> list[str]
     elif ties == len(results):
         verdict = "no difference measured (ties)"
     elif held == 0:
-        verdict = "does not hold" + (f" ({reversed_sig} significant reversals)" if reversed_sig else " (within noise)")
+        verdict = "does not hold" + (f" ({_reversals(reversed_sig)})" if reversed_sig else " (within noise)")
     else:
-        verdict = f"partly: {held} of {len(results)} comparisons" + (f", {reversed_sig} significant reversals"
-                                                                     if reversed_sig else "")
+        verdict = f"partly: {held} of {len(results)} comparisons" + (f", {_reversals(reversed_sig)}" if reversed_sig else "")
     measured = "" if len(results) == len(pairs) else f" ({len(results)} of its {len(pairs)} comparisons measured)"
     return [f"- {statement}: **{verdict}**{measured}"]
 
